@@ -1,4 +1,4 @@
-.PHONY: install demo test test-fast quality style bench bench-gpu bench-quality sweep-demo clean
+.PHONY: install demo test test-fast quality style bench bench-gpu bench-quality clean
 
 # Every target runs inside the project venv (created by `make install`).
 VENV ?= .venv
