@@ -60,7 +60,12 @@ def test_cache_written_then_hit_without_reference_forward(run_adadpo, tiny_model
 
 
 @pytest.mark.parametrize(
-    "change", [{"max_length": 48}, {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}]
+    "change",
+    [
+        {"max_length": 48},
+        {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"},
+        {"padding_free": True},  # packed sequences: the same log-probs only up to float error, so a new entry
+    ],
 )
 def test_changed_settings_miss(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, change):
     cache = tmp_path / "cache"

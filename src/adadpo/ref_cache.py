@@ -84,7 +84,9 @@ class ReferenceLogpsCache:
             "tokenizer": trainer._tokenizer.name_or_path,
             "max_length": args.max_length,
             "truncation_mode": args.truncation_mode,
-            "padding_free": args.padding_free,
+            # the collator says whether sequences are packed: `args.padding_free` is switched off while TRL's
+            # __init__ runs (it would refuse it), which is when the reference log-probs are precomputed
+            "collator": type(trainer.data_collator).__name__,
             "max_tokens_per_batch": args.max_tokens_per_batch,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
