@@ -29,23 +29,29 @@ from adadpo.demo import prepare_smollm2
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
-    # train prompts, samples per prompt, sampling tokens, held-out prompts, eval tokens, epochs
+    # train prompts (None: all 320), samples per prompt, sampling tokens, pairs trained on, pairs held out for the
+    # final reward accuracy / margin, held-out prompts (None: all 80), eval tokens, epochs
     # CPU decoding is latency-bound (~0.5-1 s per step for SmolLM2-135M on 2 cores), so prompts are batched wide and
     # kept few; training costs ~6 s per pair per loss.
+    # About half the prompts give a pair (the rest are ties: every sample meets the same constraints). The full size
+    # took 16.5 min with 160 prompts and 1 epoch (86 pairs, 6 steps), too little training for the policy to leave the
+    # reference, so beta_w stayed at beta and DPO = AdaDPO; it now uses every train prompt and 2 epochs (~47 min).
     "full": {
-        "train_prompts": 160,
+        "train_prompts": None,
         "num_samples": 4,
         "gen_tokens": 64,
-        "max_pairs": 160,
+        "max_pairs": 320,
+        "eval_pairs": 16,
         "eval_prompts": None,
         "eval_tokens": 96,
-        "epochs": 1,
+        "epochs": 2,
     },
     "quick": {
         "train_prompts": 24,
         "num_samples": 2,
         "gen_tokens": 48,
         "max_pairs": 16,
+        "eval_pairs": 2,
         "eval_prompts": 12,
         "eval_tokens": 48,
         "epochs": 1,
@@ -55,7 +61,7 @@ TRAIN_SETTINGS = {  # identical for both losses; only loss_type differs
     "dtype": "float32",
     "attn_implementation": "sdpa",
     "beta": 0.1,
-    "learning_rate": 1.0e-5,
+    "learning_rate": 2.0e-5,  # a 135M model and ~20 steps: high enough that the policy moves off the reference
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.1,
     "per_device_train_batch_size": 4,
@@ -68,7 +74,7 @@ TRAIN_SETTINGS = {  # identical for both losses; only loss_type differs
     "logging_steps": 1,
     "report_to": "none",
     "save_strategy": "no",
-    "eval_strategy": "no",
+    "eval_strategy": "epoch",  # on the held-out pairs: the final reward accuracy and margin
     "disable_tqdm": False,
     "dataloader_num_workers": 0,
 }
@@ -89,6 +95,8 @@ def train(loss_type: str, data: Path, model_dir: Path, out: Path, size: dict) ->
         "loss_type": loss_type,
         "num_train_epochs": size["epochs"],
         "max_train_samples": size["max_pairs"],
+        "test_split_size": size["eval_pairs"],
+        "per_device_eval_batch_size": 8,
         "output_dir": str(out / loss_type),
     }
     recipe_path = out / f"{loss_type}.yaml"
@@ -109,8 +117,12 @@ def train(loss_type: str, data: Path, model_dir: Path, out: Path, size: dict) ->
             cwd=ROOT,
         )
     state = json.loads((out / loss_type / "trainer_state.json").read_text())
-    last = [entry for entry in state["log_history"] if "rewards/accuracies" in entry][-1]
-    return {"reward_accuracy": last["rewards/accuracies"], "reward_margin": last["rewards/margins"]}
+    final = [entry for entry in state["log_history"] if "eval_rewards/accuracies" in entry][-1]
+    return {
+        "reward_accuracy": final["eval_rewards/accuracies"],
+        "reward_margin": final["eval_rewards/margins"],
+        "beta_w_mean": final.get("eval_adadpo/beta_w_mean"),  # = beta for dpo; the adapted coefficient for adadpo
+    }
 
 
 def main(argv=None) -> dict:
@@ -179,7 +191,7 @@ def main(argv=None) -> dict:
                 "constraint_accuracy": model.get("constraint_level_accuracy"),
                 "win_rate_vs_base": model.get("win_rate_vs_base"),
                 "mean_response_tokens": model["mean_response_tokens"],
-                **training.get(model["name"], {"reward_accuracy": None, "reward_margin": None}),
+                **training.get(model["name"], dict.fromkeys(("reward_accuracy", "reward_margin", "beta_w_mean"))),
             }
         )
     header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
@@ -188,7 +200,8 @@ def main(argv=None) -> dict:
     result = {
         "mode": "quick" if args.quick else "full",
         "pairs": num_pairs,
-        "trained_pairs": min(num_pairs, size["max_pairs"]),
+        "trained_pairs": min(num_pairs - size["eval_pairs"], size["max_pairs"]),
+        "reward_eval_pairs": size["eval_pairs"],
         "held_out_prompts": summary["num_prompts"],
         "rows": rows,
         "train_settings": TRAIN_SETTINGS,
