@@ -18,14 +18,13 @@ matplotlib.use("Agg")  # headless: clusters and CI have no display
 
 from adadpo.plotting import (  # noqa: E402
     GRAD_BALANCE_KEYS,
-    load_results,
     load_run,
     plot_grad_balance,
-    plot_metric_vs_beta,
     plot_training_dynamics,
     save_figure,
     series,
 )
+from adadpo.plotting_grid import load_results, plot_metric_vs_beta  # noqa: E402
 
 
 # Figure 3 metrics, in the order tried when --metric is not given (eval metrics exist only with an eval set).

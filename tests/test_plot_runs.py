@@ -10,7 +10,8 @@ import pytest
 import yaml
 from matplotlib.colors import to_hex
 
-from adadpo.plotting import load_run, plot_grad_balance, plot_metric_vs_beta, plot_training_dynamics
+from adadpo.plotting import load_run, plot_grad_balance, plot_training_dynamics
+from adadpo.plotting_grid import plot_metric_vs_beta
 
 
 ROOT = Path(__file__).resolve().parents[1]
