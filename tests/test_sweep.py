@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adadpo.sweep import (
-    cell_name,
-    config_fields,
-    expand_grid,
-    parse_grid_tokens,
-    parse_set_tokens,
-    validate_and_normalize,
-)
+from adadpo.sweep import cell_name, config_fields, expand_grid, validate_and_normalize
+from adadpo.sweep_parse import parse_grid_tokens, parse_set_tokens
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,7 +346,7 @@ def test_run_streaming_tees_output_and_returns_the_exit_code(tmp_path, capfd):
 
 
 def test_strategy_names_are_not_read_as_booleans():
-    from adadpo.sweep import parse_value
+    from adadpo.sweep_parse import parse_value
 
     assert parse_value("no") == "no" and parse_value("off") == "off"
     assert parse_value("true") is True and parse_value("False") is False

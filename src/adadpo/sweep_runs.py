@@ -18,11 +18,11 @@ from adadpo.sweep import (
     Cell,
     dump_recipe,
     expand_grid,
-    load_yaml_mapping,
     resolve_cell_recipe,
     validate_and_normalize,
     write_text_atomic,
 )
+from adadpo.sweep_parse import load_yaml_mapping
 
 
 FINISHED_MARKER = "all_results.json"  # run_adadpo.py writes it last, after the model is saved
