@@ -8,7 +8,7 @@
    win rate vs base under the verifier score, mean response length.
 4. Print one table and write it to `bench/results/quality/quality.json` and `.md`.
 
-    python bench/quality.py            # full (sized for < 60 min on 2 CPU cores)
+    python bench/quality.py            # full: 41 min on 2 idle CPU cores (2026-11-23), budget < 60 min
     python bench/quality.py --quick    # a few minutes, same pipeline, tiny sizes
 """
 
@@ -35,7 +35,7 @@ SIZES = {
     # kept few; training costs ~6 s per pair per loss.
     # About half the prompts give a pair (the rest are ties: every sample meets the same constraints). The full size
     # took 16.5 min with 160 prompts and 1 epoch (86 pairs, 6 steps), too little training for the policy to leave the
-    # reference, so beta_w stayed at beta and DPO = AdaDPO; it now uses every train prompt and 2 epochs (~47 min).
+    # reference, so beta_w stayed at beta and DPO = AdaDPO; it now uses every train prompt and 2 epochs (41 min).
     "full": {
         "train_prompts": None,
         "num_samples": 4,
