@@ -190,6 +190,8 @@ def main(argv=None) -> dict:
                 "prompt_accuracy": model.get("prompt_level_accuracy"),
                 "constraint_accuracy": model.get("constraint_level_accuracy"),
                 "win_rate_vs_base": model.get("win_rate_vs_base"),
+                "wins_losses_ties_vs_base": "/".join(str(model[f"{k}_vs_base"]) for k in ("wins", "losses", "ties")),
+                "sign_test_p_vs_base": model["sign_test_p_vs_base"],
                 "mean_response_tokens": model["mean_response_tokens"],
                 **training.get(model["name"], dict.fromkeys(("reward_accuracy", "reward_margin", "beta_w_mean"))),
             }

@@ -27,7 +27,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from adadpo.generation import BACKENDS, SamplingConfig, generate
-from adadpo.instructions import instruction_accuracy, load_prompts, pairwise_win_rate
+from adadpo.instructions import instruction_accuracy, load_prompts, pairwise_win_rate, win_loss_tie
 
 
 logger = logging.getLogger("evaluate")
@@ -121,13 +121,28 @@ def arena_hard_answers(prompts, responses, num_tokens, model_id: str) -> list[di
 def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
     header = ["model", "mean length (tokens)"]
     if verifiable:
-        header = ["model", "prompt-level acc", "constraint-level acc", f"win rate vs {base}", "mean length (tokens)"]
+        header = [
+            "model",
+            "prompt-level acc",
+            "constraint-level acc",
+            f"win rate vs {base}",
+            "W / L / T (sign-test p)",
+        ]
+        header.append("mean length (tokens)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [r["name"]]
         if verifiable:
-            win = "(base)" if r["name"] == base else f"{100 * r['win_rate_vs_base']:.1f}%"
-            cells += [f"{100 * r['prompt_level_accuracy']:.1f}%", f"{100 * r['constraint_level_accuracy']:.1f}%", win]
+            win, record = "(base)", "-"
+            if r["name"] != base:
+                win = f"{100 * r['win_rate_vs_base']:.1f}%"
+                record = f"{r['wins_vs_base']} / {r['losses_vs_base']} / {r['ties_vs_base']} ({r['sign_test_p_vs_base']:.2f})"
+            cells += [
+                f"{100 * r['prompt_level_accuracy']:.1f}%",
+                f"{100 * r['constraint_level_accuracy']:.1f}%",
+                win,
+                record,
+            ]
         cells.append(f"{r['mean_response_tokens']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -167,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     if verifiable:
         for entry in results:
             entry["win_rate_vs_base"] = pairwise_win_rate(scores[entry["name"]], scores[args.base_model])
+            record = win_loss_tie(scores[entry["name"]], scores[args.base_model])
+            entry |= {f"{key}_vs_base": value for key, value in record.items()}
 
     out = Path(args.output_dir)
     table = markdown_table(results, args.base_model, verifiable)

@@ -55,6 +55,8 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
         assert rows[loss]["reward_accuracy"] == final["eval_rewards/accuracies"]
         assert rows[loss]["reward_margin"] == final["eval_rewards/margins"]
         assert 0.0 <= rows[loss]["win_rate_vs_base"] <= 1.0 and rows[loss]["mean_response_tokens"] > 0
+        wins, losses, ties = map(int, rows[loss]["wins_losses_ties_vs_base"].split("/"))
+        assert wins + losses + ties == TINY["eval_prompts"] and 0.0 < rows[loss]["sign_test_p_vs_base"] <= 1.0
     assert rows["dpo"]["beta_w_mean"] == pytest.approx(recipes["dpo"]["beta"])  # DPO's coefficient is beta itself
 
     evaluation = json.loads((out / "eval" / "results.json").read_text())

@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from trl.data_utils import is_conversational
 
 from adadpo.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
-from adadpo.instructions import load_prompts, pairwise_win_rate, score_response, write_prompts_jsonl
+from adadpo.instructions import load_prompts, pairwise_win_rate, score_response, win_loss_tie, write_prompts_jsonl
 from adadpo.testing import build_tiny_tokenizer, save_tiny_model
 
 
@@ -205,7 +205,8 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
     argv += ["--prompts=instructions:heldout", "--max_prompts=6", "--max_new_tokens=16", f"--output_dir={out}"]
     summary = evaluate.main(argv)
     printed = capsys.readouterr().out
-    assert "| model | prompt-level acc | constraint-level acc | win rate vs base | mean length (tokens) |" in printed
+    header = "| model | prompt-level acc | constraint-level acc | win rate vs base | W / L / T (sign-test p) |"
+    assert header + " mean length (tokens) |" in printed
     assert (out / "results.md").read_text() in printed
     assert json.loads((out / "results.json").read_text()) == summary
 
@@ -235,6 +236,11 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
     base_scores = [a["scores"]["base"] for a in answers]
     trained_scores = [a["scores"]["trained"] for a in answers]
     assert by_name["trained"]["win_rate_vs_base"] == pairwise_win_rate(trained_scores, base_scores)
+    record = win_loss_tie(trained_scores, base_scores)
+    assert {key: by_name["trained"][f"{key}_vs_base"] for key in record} == record
+    assert by_name["base"]["ties_vs_base"] == len(prompts) and by_name["base"]["sign_test_p_vs_base"] == 1.0
+    row = f"{record['wins']} / {record['losses']} / {record['ties']} ({record['sign_test_p']:.2f})"
+    assert f"| {row} |" in (out / "results.md").read_text()
 
     # greedy decoding: a second run gives the same answers
     evaluate.main(argv[:-1] + [f"--output_dir={tmp_path / 'again'}"])

@@ -2,6 +2,7 @@
 prompt set, prompt loading and the evaluation metrics."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from adadpo.instructions import (
     pairwise_win_rate,
     score_response,
     validate_constraint,
+    win_loss_tie,
     write_prompts_jsonl,
 )
 from adadpo.instructions.prompt_set import conflicts
@@ -243,6 +245,22 @@ def test_instruction_accuracy_prompt_and_constraint_level():
     assert result["prompt_level_accuracy"] == pytest.approx(2 / 3)  # prompts b and c meet everything
     assert result["constraint_level_accuracy"] == pytest.approx(5 / 6)  # 1 + 1 + 3 of 2 + 1 + 3
     assert result["scores"] == [0.5, 1.0, 1.0]
+
+
+def test_win_loss_tie_and_exact_sign_test():
+    record = win_loss_tie([1.0, 0.5, 0.0, 0.5], [0.0, 0.5, 1.0, 0.0])
+    # 2 wins, 1 loss, 1 tie: p = 2 * P[Bin(3, 1/2) <= 1] = 2 * (1 + 3) / 8, capped at 1
+    assert record == {"wins": 2, "losses": 1, "ties": 1, "sign_test_p": 1.0}
+    # the quality benchmark's DPO-vs-base split: 13 wins, 7 losses, 60 ties
+    scores, base = [1.0] * 13 + [0.0] * 7 + [0.5] * 60, [0.5] * 13 + [0.5] * 7 + [0.5] * 60
+    assert win_loss_tie(scores, base)["sign_test_p"] == pytest.approx(
+        2 * sum(math.comb(20, k) for k in range(8)) / 2**20
+    )
+    assert win_loss_tie(scores, base)["sign_test_p"] == pytest.approx(0.2632, abs=1e-4)
+    assert win_loss_tie([1.0] * 10, [0.0] * 10)["sign_test_p"] == pytest.approx(2 / 1024)  # 10-0: p < 0.01
+    assert win_loss_tie([0.3, 0.7], [0.3, 0.7]) == {"wins": 0, "losses": 0, "ties": 2, "sign_test_p": 1.0}
+    with pytest.raises(ValueError, match="baseline scores"):
+        win_loss_tie([1.0], [])
 
 
 def test_pairwise_win_rate_counts_ties_as_half():

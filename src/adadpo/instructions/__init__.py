@@ -11,7 +11,7 @@ from adadpo.instructions.constraints import (
     validate_constraint,
 )
 from adadpo.instructions.loading import load_prompts, write_prompts_jsonl
-from adadpo.instructions.metrics import instruction_accuracy, pairwise_win_rate
+from adadpo.instructions.metrics import instruction_accuracy, pairwise_win_rate, win_loss_tie
 from adadpo.instructions.prompt_set import build_prompt_set, load_instruction_prompts, validate_prompt
 
 
@@ -26,6 +26,7 @@ __all__ = [
     "load_instruction_prompts",
     "load_prompts",
     "pairwise_win_rate",
+    "win_loss_tie",
     "score_response",
     "validate_constraint",
     "validate_prompt",

@@ -1,6 +1,7 @@
 """Evaluation metrics over a prompt set (IFEval's "strict" prompt- and instruction-level accuracy, and a
 pairwise win rate under the verifier score)."""
 
+import math
 from typing import Any
 
 from adadpo.instructions.constraints import check_constraints
@@ -38,3 +39,19 @@ def pairwise_win_rate(scores: list[float], baseline_scores: list[float]) -> floa
         raise ValueError("pairwise_win_rate needs at least one prompt.")
     points = [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, baseline_scores, strict=True)]
     return sum(points) / len(points)
+
+
+def win_loss_tie(scores: list[float], baseline_scores: list[float]) -> dict[str, Any]:
+    """Per-prompt wins, losses and ties against the baseline, and the exact two-sided sign test on the decided
+    prompts (ties dropped): p = min(1, 2 * P[Binomial(W + L, 1/2) <= min(W, L)]), 1.0 when nothing is decided.
+
+    With many ties a win rate near 50% hides how few prompts decide it; p says whether the split of the decided
+    ones could be chance (it ignores by how much a prompt was won).
+    """
+    if len(scores) != len(baseline_scores):
+        raise ValueError(f"Got {len(scores)} scores but {len(baseline_scores)} baseline scores.")
+    wins = sum(s > b for s, b in zip(scores, baseline_scores, strict=True))
+    losses = sum(s < b for s, b in zip(scores, baseline_scores, strict=True))
+    decided = wins + losses
+    tail = sum(math.comb(decided, k) for k in range(min(wins, losses) + 1)) / 2**decided
+    return {"wins": wins, "losses": losses, "ties": len(scores) - decided, "sign_test_p": min(1.0, 2 * tail)}
