@@ -101,11 +101,14 @@ def test_fsdp_plugin_from_config():
     assert plugin.activation_checkpointing is False  # the recipes' activation_checkpointing does it, not FSDP
 
 
+# Each process writes its own file: two processes printing to one pipe can interleave their lines.
 WORLD_PROBE = """
-import sys
+import os, sys
+from pathlib import Path
 from transformers import TrainingArguments
 args = TrainingArguments(output_dir=sys.argv[1], use_cpu=sys.argv[2] == "1", report_to="none")
-print(f"RANK {args.process_index} WORLD {args.world_size} {args.distributed_state.distributed_type.name}", flush=True)
+line = f"RANK {args.process_index} WORLD {args.world_size} {args.distributed_state.distributed_type.name}"
+Path(sys.argv[3], f"probe-{os.getpid()}.txt").write_text(line)
 """
 
 
@@ -123,11 +126,12 @@ def launch_probe(tmp_path: Path, use_cpu: bool) -> list[str]:
         str(probe),
         str(tmp_path / "out"),
         "1" if use_cpu else "0",
+        str(tmp_path),
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    return sorted(line for line in result.stdout.splitlines() if line.startswith("RANK "))
+    return sorted(path.read_text() for path in tmp_path.glob("probe-*.txt"))
 
 
 def test_cpu_2proc_forms_one_group_of_two_ranks(tmp_path):
