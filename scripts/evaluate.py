@@ -121,14 +121,8 @@ def arena_hard_answers(prompts, responses, num_tokens, model_id: str) -> list[di
 def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
     header = ["model", "mean length (tokens)"]
     if verifiable:
-        header = [
-            "model",
-            "prompt-level acc",
-            "constraint-level acc",
-            f"win rate vs {base}",
-            "W / L / T (sign-test p)",
-        ]
-        header.append("mean length (tokens)")
+        header = ["model", "prompt-level acc", "constraint-level acc", f"win rate vs {base}"]
+        header += ["W / L / T (sign-test p)", "mean length (tokens)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [r["name"]]

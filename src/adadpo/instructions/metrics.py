@@ -33,12 +33,10 @@ def pairwise_win_rate(scores: list[float], baseline_scores: list[float]) -> floa
 
     so a model compared with itself scores exactly 0.5.
     """
-    if len(scores) != len(baseline_scores):
-        raise ValueError(f"Got {len(scores)} scores but {len(baseline_scores)} baseline scores.")
+    record = win_loss_tie(scores, baseline_scores)
     if not scores:
         raise ValueError("pairwise_win_rate needs at least one prompt.")
-    points = [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, baseline_scores, strict=True)]
-    return sum(points) / len(points)
+    return (record["wins"] + 0.5 * record["ties"]) / len(scores)
 
 
 def win_loss_tie(scores: list[float], baseline_scores: list[float]) -> dict[str, Any]:
