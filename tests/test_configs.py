@@ -53,6 +53,7 @@ def test_unknown_loss_lists_every_name(tmp_path):
         ("alpha", -0.1, "alpha"),
         ("simpo_gamma", float("inf"), "simpo_gamma"),
         ("adadpo_balance", "both", "adadpo_balance"),
+        ("nll_average", "tokens", "nll_average"),
     ],
 )
 def test_bad_hyperparameters_are_refused(tmp_path, field, value, match):

@@ -80,10 +80,10 @@ ADA_SPACES = [
 
 
 def pairwise_part(name, out, batch):
-    """The loss minus ORPO's NLL (-lw/|yw|), whose gradient is not balanced by design."""
+    """The loss minus ORPO's NLL (-lw/mean_batch(|yw|), the default nll_average), not balanced by design."""
     if name != "ada_orpo":
         return out.losses
-    return out.losses + batch["policy_chosen_logps"] / batch["chosen_lengths"]
+    return out.losses + batch["policy_chosen_logps"] / batch["chosen_lengths"].double().mean()
 
 
 @pytest.mark.parametrize("name,space,extra", ADA_SPACES)

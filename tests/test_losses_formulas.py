@@ -60,34 +60,79 @@ def test_ipo_is_length_normalized_with_margin_one_over_two_tau(batch):
 
 
 def test_rdpo_uses_each_pairs_token_counts(batch):
-    """R-DPO's length term is per pair (a known fork bug used the batch size as the length)."""
+    """R-DPO's length term is per pair (a known fork bug used the batch size as the length), with Park et al.'s sign."""
     lw, ll, rw, rl, nw, nl = unpack(batch)
     out = preference_loss("rdpo", **batch, beta=0.1, rdpo_alpha=0.01)
-    close(out.losses, -F.logsigmoid(0.1 * ((lw - rw) - (ll - rl)) - 0.01 * (nw - nl)))
-    batch_size_version = -F.logsigmoid(0.1 * ((lw - rw) - (ll - rl)) - 0.01 * (len(lw) - len(ll)))
+    close(out.losses, -F.logsigmoid(0.1 * ((lw - rw) - (ll - rl)) + 0.01 * (nw - nl)))
+    batch_size_version = -F.logsigmoid(0.1 * ((lw - rw) - (ll - rl)) + 0.01 * (len(lw) - len(ll)))
     assert not torch.allclose(out.losses, batch_size_version)
 
 
-def test_cpo(batch):
+@pytest.mark.parametrize("name", ["rdpo", "ada_rdpo"])
+def test_rdpo_longer_chosen_answer_gets_a_lower_loss(name):
+    """Park et al. (arXiv 2403.19159): implicit reward beta x + alpha |y|, so at equal log-ratios (Delta = 0) a
+    chosen answer 100 tokens longer is already "explained" by length: -log sigma(+5) = 0.0067, not 5.0067."""
+
+    def equal_log_ratio_pair(chosen_length, rejected_length):
+        same = torch.full((1,), -50.0, dtype=torch.float64)
+        logps = dict.fromkeys(("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps"), same)
+        lengths = {
+            "chosen_lengths": torch.tensor([chosen_length]),
+            "rejected_lengths": torch.tensor([rejected_length]),
+        }
+        return preference_loss(name, **logps, ref_rejected_logps=same, **lengths, beta=0.1, rdpo_alpha=0.05).losses
+
+    close(equal_log_ratio_pair(200, 100), torch.tensor([math.log1p(math.exp(-5.0))], dtype=torch.float64))
+    assert abs(equal_log_ratio_pair(200, 100).item() - 0.006715348) < 1e-9
+    assert abs(equal_log_ratio_pair(100, 200).item() - 5.006715348) < 1e-9
+
+
+def chosen_nll(lw, nw, nll_average):
+    """The chosen NLL per pair whose mean over pairs is the reference's: sum(-lw)/sum(|yw|), or mean(-lw/|yw|)."""
+    return -lw / nw.mean() if nll_average == "batch" else -lw / nw
+
+
+NLL_AVERAGES = ["batch", "pair"]
+
+
+@pytest.mark.parametrize("nll_average", NLL_AVERAGES)
+def test_cpo(batch, nll_average):
     lw, ll, _, _, nw, _ = unpack(batch)
-    out = preference_loss("cpo", **batch, beta=0.2, cpo_alpha=0.8)
-    close(out.losses, -F.logsigmoid(0.2 * (lw - ll)) + 0.8 * (-lw / nw))
+    out = preference_loss("cpo", **batch, beta=0.2, cpo_alpha=0.8, nll_average=nll_average)
+    close(out.losses, -F.logsigmoid(0.2 * (lw - ll)) + 0.8 * chosen_nll(lw, nw, nll_average))
 
 
-def test_orpo_matches_the_direct_odds_formula(batch):
+@pytest.mark.parametrize("nll_average", NLL_AVERAGES)
+def test_orpo_matches_the_direct_odds_formula(batch, nll_average):
     lw, ll, _, _, nw, nl = unpack(batch)
-    out = preference_loss("orpo", **batch, beta=1.0, orpo_lambda=0.1)
+    out = preference_loss("orpo", **batch, beta=1.0, orpo_lambda=0.1, nll_average=nll_average)
     pw, pl = torch.exp(lw / nw), torch.exp(ll / nl)
     odds_w, odds_l = torch.log(pw / (1 - pw)), torch.log(pl / (1 - pl))
-    close(out.losses, -lw / nw + 0.1 * (-F.logsigmoid(1.0 * (odds_w - odds_l))))
+    close(out.losses, chosen_nll(lw, nw, nll_average) + 0.1 * (-F.logsigmoid(1.0 * (odds_w - odds_l))))
 
 
-def test_simpo_with_and_without_sft(batch):
+@pytest.mark.parametrize("nll_average", NLL_AVERAGES)
+def test_simpo_with_and_without_sft(batch, nll_average):
     lw, ll, _, _, nw, nl = unpack(batch)
     for sft in (0.0, 0.5):
-        out = preference_loss("simpo", **batch, beta=2.5, simpo_gamma=1.4, sft_weight=sft)
-        close(out.losses, -F.logsigmoid(2.5 * lw / nw - 2.5 * ll / nl - 1.4) + sft * (-lw / nw))
+        out = preference_loss("simpo", **batch, beta=2.5, simpo_gamma=1.4, sft_weight=sft, nll_average=nll_average)
+        want = -F.logsigmoid(2.5 * lw / nw - 2.5 * ll / nl - 1.4) + sft * chosen_nll(lw, nw, nll_average)
+        close(out.losses, want)
         close(out.chosen_rewards, 2.5 * lw / nw)
+
+
+def test_nll_batch_average_is_the_token_average_the_issue_measured():
+    """Lengths 1 and 99 with per-token NLL 0.5 and 1.0: the micro-batch token average is 99.5/100 = 0.995 (TRL,
+    official SimPO); the per-pair average is (0.5 + 1.0)/2 = 0.75. Both are ORPO's NLL at orpo_lambda = 0."""
+    pairs = {
+        "policy_chosen_logps": torch.tensor([-0.5, -99.0], dtype=torch.float64),
+        "policy_rejected_logps": torch.tensor([-3.0, -120.0], dtype=torch.float64),
+        "chosen_lengths": torch.tensor([1, 99]),
+        "rejected_lengths": torch.tensor([2, 100]),
+    }
+    for nll_average, want in (("batch", 0.995), ("pair", 0.75)):
+        out = preference_loss("orpo", **pairs, orpo_lambda=0.0, nll_average=nll_average)
+        assert abs(out.losses.mean().item() - want) < 1e-12, nll_average
 
 
 def reference_madpo_weight(h, c_max=2.0, c_min=0.5, lam=1.0, tau=math.log(999)):

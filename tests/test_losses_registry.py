@@ -116,6 +116,7 @@ BAD_VALUES = [
     ("simpo_gamma", math.nan),
     ("simpo_gamma", math.inf),
     ("adadpo_balance", "reference"),
+    ("nll_average", "tokens"),
     ("adadpo_length_normalize", "false"),
     ("alpha_dpo_momentum", 1.0),
     ("rdpo_alpha", -1.0),

@@ -131,6 +131,15 @@ class AdaDPOConfig(trl.DPOConfig):
     sft_weight: float = field(
         default=_DEFAULTS["sft_weight"], metadata={"help": "Weight of an extra per-token NLL on chosen (SimPO)."}
     )
+    nll_average: str = field(
+        default=_DEFAULTS["nll_average"],
+        metadata={
+            "help": "How the chosen-response NLL of cpo, orpo and simpo's `sft_weight` term (and their Ada- versions) "
+            "averages tokens. 'batch': sum(-log p) / sum(|y_w|) over the micro-batch, as TRL's CPO/ORPO and the "
+            "official SimPO trainer. 'pair': each pair's own token average, then the mean over pairs.",
+            "choices": ["batch", "pair"],
+        },
+    )
     alpha: float = field(
         default=_DEFAULTS["alpha"], metadata={"help": "alpha of alpha-DPO (eq. 12): weight of the normalised margin."}
     )
@@ -184,8 +193,8 @@ class AdaDPOConfig(trl.DPOConfig):
         for name in ("eval_strategy", "save_strategy", "logging_strategy"):
             if getattr(self, name) is False:  # YAML 1.1 reads an unquoted `no` as false
                 setattr(self, name, "no")
-        for name in LOSS_HPARAM_DEFAULTS:
-            if name != "adadpo_balance":
+        for name, default in LOSS_HPARAM_DEFAULTS.items():
+            if not isinstance(default, str):  # adadpo_balance and nll_average name a choice
                 setattr(self, name, _coerce_float(name, getattr(self, name)))
         for name in ("learning_rate", "weight_decay", "warmup_steps"):
             setattr(self, name, _coerce_float(name, getattr(self, name)))

@@ -96,7 +96,10 @@ def ada_rdpo_loss(
     adadpo_balance: str,
     adadpo_scale: float,
 ) -> LossOutput:
-    """AdaR-DPO:  L = -log sigma(beta_w (lw - rw) - beta (ll - rl) - alpha (|yw| - |yl|)),  beta_w as in AdaDPO."""
+    """AdaR-DPO:  L = -log sigma(beta_w (lw - rw) - beta (ll - rl) + alpha (|yw| - |yl|)),  beta_w as in AdaDPO.
+
+    R-DPO's sign (Park et al., arXiv 2403.19159); the length term is policy-independent, so the balance is AdaDPO's.
+    """
     return _adaptive_loss(
         inputs,
         rdpo_terms(inputs, rdpo_alpha),
@@ -113,17 +116,18 @@ def ada_cpo_loss(
     *,
     beta: float,
     cpo_alpha: float,
+    nll_average: str,
     adadpo_clip: float | None,
     adadpo_length_normalize: bool,
     adadpo_scale: float,
 ) -> LossOutput:
-    """AdaCPO:  L = -log sigma(beta_w lw - beta ll) + lambda (-lw/|yw|),  beta_w = beta sg(P_w/P_l);
+    """AdaCPO:  L = -log sigma(beta_w lw - beta ll) + lambda NLL(y_w),  beta_w = beta sg(P_w/P_l), NLL as in CPO;
 
     Stable: beta sg(P_w^(1/|yw|) / P_l^(1/|yl|)). Balances the contrastive term (exactly so for cpo_alpha = 0).
     """
     return _adaptive_loss(
         inputs,
-        cpo_terms(inputs, cpo_alpha),
+        cpo_terms(inputs, cpo_alpha, nll_average),
         balance="policy",
         beta_l=beta,
         length_normalize=adadpo_length_normalize,
@@ -137,18 +141,19 @@ def ada_orpo_loss(
     *,
     beta: float,
     orpo_lambda: float,
+    nll_average: str,
     adadpo_clip: float | None,
     adadpo_length_normalize: bool,
     adadpo_scale: float,
 ) -> LossOutput:
-    """AdaORPO:  L = -lw/|yw| + lambda (-log sigma(beta_w logodds_w - beta logodds_l)),  p = exp(l/|y|),
+    """AdaORPO:  L = NLL(y_w) + lambda (-log sigma(beta_w logodds_w - beta logodds_l)),  p = exp(l/|y|), NLL as ORPO,
 
     beta_w = beta sg(|yw|(1 - p_w) P_w / (|yl|(1 - p_l) P_l)); Stable: beta sg(|yw| p_w (1 - p_w) / (|yl| p_l (1 - p_l))),
     i.e. Table 2's P(1-P) ratio at the mean-token probability times |yw|/|yl|. Balances the odds-ratio term.
     """
     return _adaptive_loss(
         inputs,
-        orpo_terms(inputs, orpo_lambda),
+        orpo_terms(inputs, orpo_lambda, nll_average),
         balance="policy",
         beta_l=beta,
         length_normalize=adadpo_length_normalize,
@@ -163,17 +168,18 @@ def ada_simpo_loss(
     beta: float,
     simpo_gamma: float,
     sft_weight: float,
+    nll_average: str,
     adadpo_clip: float | None,
     adadpo_length_normalize: bool,
     adadpo_scale: float,
 ) -> LossOutput:
-    """AdaSimPO:  L = -log sigma(beta_w lw/|yw| - beta ll/|yl| - gamma) + sft_weight (-lw/|yw|),
+    """AdaSimPO:  L = -log sigma(beta_w lw/|yw| - beta ll/|yl| - gamma) + sft_weight NLL(y_w) (as in SimPO),
 
     beta_w = beta sg(|yw| P_w / (|yl| P_l)) (Table 2); Stable: beta sg((|yw|/|yl|) P_w^(1/|yw|) / P_l^(1/|yl|)).
     """
     return _adaptive_loss(
         inputs,
-        mean_logp_terms(inputs, simpo_gamma, sft_weight),
+        mean_logp_terms(inputs, simpo_gamma, sft_weight, nll_average),
         balance="policy",
         beta_l=beta,
         length_normalize=adadpo_length_normalize,

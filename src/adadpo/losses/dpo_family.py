@@ -39,8 +39,12 @@ def ipo_terms(inputs: PreferenceInputs, beta: float) -> PairTerms:
 
 
 def rdpo_terms(inputs: PreferenceInputs, rdpo_alpha: float) -> PairTerms:
-    """DPO scores with the length margin alpha * (|yw| - |yl|), computed per pair from token counts."""
-    return replace(log_ratio_terms(inputs), margin=rdpo_alpha * (inputs.chosen_lengths - inputs.rejected_lengths))
+    """DPO scores plus alpha * (|yw| - |yl|) inside the sigmoid (margin m = -alpha (|yw| - |yl|)), per pair.
+
+    Park et al.'s sign: the length penalty r - alpha |y| makes the implicit reward beta x + alpha |y|, so a longer
+    chosen answer already earns alpha per extra token and its log-ratio is pushed up less (docs/losses.md, R-DPO).
+    """
+    return replace(log_ratio_terms(inputs), margin=-rdpo_alpha * (inputs.chosen_lengths - inputs.rejected_lengths))
 
 
 def madpo_weight(reward_margins: Tensor, *, c_max: float, c_min: float, lam: float, tau: float) -> Tensor:
@@ -79,9 +83,10 @@ def ipo_loss(inputs: PreferenceInputs, *, beta: float) -> LossOutput:
 
 
 def rdpo_loss(inputs: PreferenceInputs, *, beta: float, rdpo_alpha: float) -> LossOutput:
-    """R-DPO:  L = -log sigma(beta [(lw - rw) - (ll - rl)] - alpha (|yw| - |yl|)),  alpha = rdpo_alpha.
+    """R-DPO:  L = -log sigma(beta [(lw - rw) - (ll - rl)] + alpha (|yw| - |yl|)),  alpha = rdpo_alpha.
 
-    Disentangling Length from Quality in Direct Preference Optimization (arXiv 2403.19159).
+    Disentangling Length from Quality in Direct Preference Optimization (arXiv 2403.19159), with the paper's sign
+    (the AdaDPO and alpha-DPO baseline tables print "- alpha (|yw| - |yl|)"; see docs/losses.md).
     """
     return pair_loss(inputs, rdpo_terms(inputs, rdpo_alpha), beta_l=beta)
 

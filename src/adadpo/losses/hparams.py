@@ -16,6 +16,7 @@ LOSS_HPARAM_DEFAULTS: dict[str, Any] = {
     "adadpo_scale": 1.0,  # k of appendix A.3: beta_w / beta_l = k * sg(...)
     "simpo_gamma": 0.5,  # SimPO / alpha-DPO target margin gamma (absolute, not gamma/beta)
     "sft_weight": 0.0,  # SimPO's optional SFT term on the chosen response
+    "nll_average": "batch",  # NLL/SFT term of cpo/orpo/simpo: token average over the micro-batch (as the references)
     "alpha": 0.2,  # alpha-DPO's alpha (weight of the normalized margin M*)
     "alpha_dpo_momentum": 0.9,  # EMA momentum of alpha-DPO's margin statistics (official code)
     "rdpo_alpha": 0.05,  # R-DPO's length penalty alpha
@@ -28,6 +29,7 @@ LOSS_HPARAM_DEFAULTS: dict[str, Any] = {
 }
 
 ADADPO_BALANCES = ("ratio", "policy")
+NLL_AVERAGES = ("batch", "pair")
 
 
 def _number(name: str, value: Any, ok: Callable[[float], bool], requirement: str, example: str) -> None:
@@ -54,9 +56,12 @@ def _check_length_normalize(v: Any) -> None:
         raise ValueError(f"adadpo_length_normalize must be True or False, got {v!r} ({type(v).__name__})")
 
 
-def _check_balance(v: Any) -> None:
-    if v not in ADADPO_BALANCES:
-        raise ValueError(f"adadpo_balance must be one of {list(ADADPO_BALANCES)}, got {v!r}")
+def _one_of(name: str, choices: tuple[str, ...]) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if v not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, got {v!r}")
+
+    return check
 
 
 def _non_negative(name: str, example: str) -> Callable[[Any], None]:
@@ -67,10 +72,11 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "beta": _check_beta,
     "adadpo_clip": _check_clip,
     "adadpo_length_normalize": _check_length_normalize,
-    "adadpo_balance": _check_balance,
+    "adadpo_balance": _one_of("adadpo_balance", ADADPO_BALANCES),
     "adadpo_scale": lambda v: _number("adadpo_scale", v, lambda x: x > 0, "> 0", "1.0"),
     "simpo_gamma": lambda v: _number("simpo_gamma", v, lambda x: True, "(any finite value)", "0.5"),
     "sft_weight": _non_negative("sft_weight", "0.0"),
+    "nll_average": _one_of("nll_average", NLL_AVERAGES),
     "alpha": _non_negative("alpha", "0.2"),
     "alpha_dpo_momentum": lambda v: _number("alpha_dpo_momentum", v, lambda x: 0 <= x < 1, "in [0, 1)", "0.9"),
     "rdpo_alpha": _non_negative("rdpo_alpha", "0.05"),

@@ -31,7 +31,7 @@ ALL_SPECS = [
         dpo_family.rdpo_loss,
         True,
         ("beta", "rdpo_alpha"),
-        formula="-log σ(β[(lw-rw) - (ll-rl)] - α(|yw| - |yl|))",
+        formula="-log σ(β[(lw-rw) - (ll-rl)] + α(|yw| - |yl|))",
         paper="Disentangling Length from Quality in Direct Preference Optimization (arXiv 2403.19159)",
     ),
     LossSpec(
@@ -48,8 +48,8 @@ ALL_SPECS = [
         "cpo",
         simpo_family.cpo_loss,
         False,
-        ("beta", "cpo_alpha"),
-        formula="-log σ(β(lw - ll)) + λ·(-lw/|yw|)",
+        ("beta", "cpo_alpha", "nll_average"),
+        formula="-log σ(β(lw - ll)) + λ·(-lw/mean_batch(|yw|))",
         paper="Contrastive Preference Optimization: Pushing the Boundaries of LLM Performance in Machine "
         "Translation (arXiv 2401.08417)",
     ),
@@ -57,16 +57,17 @@ ALL_SPECS = [
         "orpo",
         simpo_family.orpo_loss,
         False,
-        ("beta", "orpo_lambda"),
-        formula="-lw/|yw| + λ·(-log σ(β(logodds_w - logodds_l))), logodds = log p - log(1-p), p = exp(l/|y|)",
+        ("beta", "orpo_lambda", "nll_average"),
+        formula="-lw/mean_batch(|yw|) + λ·(-log σ(β(logodds_w - logodds_l))), logodds = log p - log(1-p), "
+        "p = exp(l/|y|)",
         paper="ORPO: Monolithic Preference Optimization without Reference Model (arXiv 2403.07691)",
     ),
     LossSpec(
         "simpo",
         simpo_family.simpo_loss,
         False,
-        ("beta", "simpo_gamma", "sft_weight"),
-        formula="-log σ(β·lw/|yw| - β·ll/|yl| - γ) + sft_weight·(-lw/|yw|)",
+        ("beta", "simpo_gamma", "sft_weight", "nll_average"),
+        formula="-log σ(β·lw/|yw| - β·ll/|yl| - γ) + sft_weight·(-lw/mean_batch(|yw|))",
         paper="SimPO: Simple Preference Optimization with a Reference-Free Reward (arXiv 2405.14734)",
     ),
     LossSpec(
@@ -99,23 +100,23 @@ ALL_SPECS = [
         adaptive.ada_rdpo_loss,
         True,
         ("beta", "rdpo_alpha", *_ADA, "adadpo_balance"),
-        formula="-log σ(β_w(lw-rw) - β(ll-rl) - α(|yw| - |yl|)), β_w as in adadpo",
+        formula="-log σ(β_w(lw-rw) - β(ll-rl) + α(|yw| - |yl|)), β_w as in adadpo",
         paper=_ADA_PAPER,
     ),
     LossSpec(
         "ada_cpo",
         adaptive.ada_cpo_loss,
         False,
-        ("beta", "cpo_alpha", *_ADA),
-        formula="-log σ(β_w·lw - β·ll) + λ·(-lw/|yw|), β_w = β·min(k·sg(P_w/P_l), C)",
+        ("beta", "cpo_alpha", "nll_average", *_ADA),
+        formula="-log σ(β_w·lw - β·ll) + λ·(-lw/mean_batch(|yw|)), β_w = β·min(k·sg(P_w/P_l), C)",
         paper=_ADA_PAPER,
     ),
     LossSpec(
         "ada_orpo",
         adaptive.ada_orpo_loss,
         False,
-        ("beta", "orpo_lambda", *_ADA),
-        formula="-lw/|yw| + λ·(-log σ(β_w·logodds_w - β·logodds_l)), "
+        ("beta", "orpo_lambda", "nll_average", *_ADA),
+        formula="-lw/mean_batch(|yw|) + λ·(-log σ(β_w·logodds_w - β·logodds_l)), "
         "β_w = β·min(k·sg(|yw|(1-p_w)P_w/(|yl|(1-p_l)P_l)), C)",
         paper=_ADA_PAPER,
     ),
@@ -123,8 +124,9 @@ ALL_SPECS = [
         "ada_simpo",
         adaptive.ada_simpo_loss,
         False,
-        ("beta", "simpo_gamma", "sft_weight", *_ADA),
-        formula="-log σ(β_w·lw/|yw| - β·ll/|yl| - γ) + sft_weight·(-lw/|yw|), β_w = β·min(k·sg(|yw|P_w/(|yl|P_l)), C)",
+        ("beta", "simpo_gamma", "sft_weight", "nll_average", *_ADA),
+        formula="-log σ(β_w·lw/|yw| - β·ll/|yl| - γ) + sft_weight·(-lw/mean_batch(|yw|)), "
+        "β_w = β·min(k·sg(|yw|P_w/(|yl|P_l)), C)",
         paper=_ADA_PAPER,
     ),
 ]
