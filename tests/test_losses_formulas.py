@@ -121,7 +121,7 @@ def test_simpo_with_and_without_sft(batch, nll_average):
         close(out.chosen_rewards, 2.5 * lw / nw)
 
 
-def test_nll_batch_average_is_the_token_average_the_issue_measured():
+def test_nll_batch_average_is_the_micro_batch_token_average():
     """Lengths 1 and 99 with per-token NLL 0.5 and 1.0: the micro-batch token average is 99.5/100 = 0.995 (TRL,
     official SimPO); the per-pair average is (0.5 + 1.0)/2 = 0.75. Both are ORPO's NLL at orpo_lambda = 0."""
     pairs = {
