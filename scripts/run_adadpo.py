@@ -63,7 +63,7 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     ######
     # Data
     ######
-    dataset = get_preference_datasets(script_args, tokenizer)
+    dataset = get_preference_datasets(script_args, tokenizer, seed=training_args.seed)
     eval_dataset = dataset.get("test")
     if eval_dataset is None and training_args.eval_strategy != "no":
         raise ValueError(

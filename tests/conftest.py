@@ -35,6 +35,24 @@ def pref_jsonl(tmp_path_factory) -> Path:
     return write_jsonl(preference_rows_with_margin(32), tmp_path_factory.mktemp("data") / "prefs.jsonl")
 
 
+@pytest.fixture
+def model_loads(monkeypatch) -> list[str]:
+    """Class names of every pretrained model load, however it is reached: `AutoModelForCausalLM.from_pretrained`
+    (our policy), TRL's `create_model_from_path` (the reference, through the architecture class) or any other
+    route; they all end in `PreTrainedModel.from_pretrained`."""
+    from transformers import PreTrainedModel
+
+    loads = []
+    original = PreTrainedModel.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(cls.__name__)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counting))
+    return loads
+
+
 def load_script(name: str):
     """Import scripts/<name>.py as a module, so tests call its real `main`."""
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")

@@ -21,7 +21,6 @@ def script_args(**overrides):
         "max_train_samples": None,
         "max_eval_samples": None,
         "max_drop_fraction": 0.5,
-        "seed": 0,
     }
     base.update(overrides)
     return SimpleNamespace(**base)
@@ -62,6 +61,23 @@ def test_mixture_weights_split_and_column_mapping(tmp_path, rows):
     out = get_preference_datasets(args)
     assert len(out["train"]) == 16 and len(out["test"]) == 4
     assert set(out["train"].column_names) == {"prompt", "chosen", "rejected"}
+
+
+def test_split_seed_is_the_run_seed_unless_the_mixture_names_its_own(tmp_path, rows):
+    path = str(write_jsonl(rows, tmp_path / "a.jsonl"))
+
+    def held_out(seed, mixture_seed=None):
+        mixture = {"datasets": [{"path": path}], "test_split_size": 5}
+        if mixture_seed is not None:
+            mixture["seed"] = mixture_seed
+        return load_raw_datasets(script_args(dataset_mixture=mixture), seed=seed)["test"]["prompt"]
+
+    by_seed = {seed: held_out(seed) for seed in (1, 2, 3)}
+    assert len({str(split) for split in by_seed.values()}) == 3  # the run's seed draws the split
+    assert held_out(1) == by_seed[1]
+    assert held_out(2, mixture_seed=1) == by_seed[1]  # the mixture's own seed wins
+    single = load_raw_datasets(script_args(dataset_name=path, test_split_size=5), seed=2)["test"]["prompt"]
+    assert single == by_seed[2]
 
 
 def test_missing_columns_name_what_was_found(tmp_path):

@@ -1,135 +1,153 @@
-"""DeepSpeed ZeRO-3 and ZeRO-2 with two CPU processes (gloo) through `accelerate launch`: the run trains, writes a
-checkpoint, and saves one consolidated model that reloads with `from_pretrained` and equals the engine's weights.
+"""DeepSpeed ZeRO-2/3 with two CPU processes (gloo), proven equal to one process.
 
-ZeRO-3 runs AdaDPO (reference-based): TRL's `prepare_deepspeed` wraps the reference model in its own ZeRO-3 engine.
-`stage3_param_persistence_threshold: 0` makes DeepSpeed partition every tensor of the tiny model (by default small
-tensors stay whole on every rank, which would leave a tiny model unpartitioned and the test meaningless).
-The first DeepSpeed run on a machine JIT-compiles DeepSpeed's CPU communication op (about a minute, then cached).
-
-Run as a script, this file is the per-process harness:
-    accelerate launch ... tests/test_deepspeed.py <run_adadpo arguments>
-trains through `scripts/run_adadpo.py`'s `main`, then records what the engine holds: per rank, each parameter's local
-shard size and full size; on rank 0, the full (gathered) weights, for the test to compare with the saved model.
+Every run goes through `scripts/run_adadpo.py`'s `main` (launched through `tests/distributed_harness.py`, which also
+reports what each rank saw). fp32 throughout, so the only differences from one process are summation order
+(per-rank partial sums, the all-reduce): hence 1e-4 relative between engines, and 1e-5 between two runs of the same
+engine (resume). The first DeepSpeed run on a machine JIT-compiles DeepSpeed's CPU communication op (about a
+minute, then cached).
 """
 
-import json
-import os
-import subprocess
-import sys
+import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
-import yaml
-from conftest import load_script, tiny_run_args
-from transformers import AutoModelForCausalLM
+from conftest import tiny_run_args
+from distributed_harness import (
+    assert_logs_close,
+    assert_weights_close,
+    deepspeed_launch_config,
+    launch,
+    read_reports,
+    run_and_report,
+    step_logs,
+)
+from safetensors.torch import load_file, save_file
+
+from adadpo.ref_cache import ReferenceLogpsCache
 
 
 pytestmark = pytest.mark.slow
+LN2 = math.log(2.0)
 
 
-def deepspeed_launch_config(tmp_path: Path, stage: int) -> Path:
-    """Accelerate + DeepSpeed config for 2 CPU processes in fp32 (bf16/fp16 off in the DeepSpeed file, which then
-    owns precision: accelerate refuses `mixed_precision` next to a `deepspeed_config_file`)."""
-    zero = {"stage": stage, "overlap_comm": False, "contiguous_gradients": False}
-    if stage == 3:
-        zero |= {"stage3_param_persistence_threshold": 0, "stage3_gather_16bit_weights_on_model_save": True}
-    ds_config = {
-        "zero_optimization": zero,
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": False},
-        "fp16": {"enabled": False},
-    }
-    ds_path = tmp_path / f"ds_zero{stage}.json"
-    ds_path.write_text(json.dumps(ds_config))
-    launch = {
-        "compute_environment": "LOCAL_MACHINE",
-        "distributed_type": "DEEPSPEED",
-        "deepspeed_config": {
-            "deepspeed_config_file": str(ds_path),
-            "deepspeed_multinode_launcher": "standard",
-            "zero3_init_flag": stage == 3,
-        },
-        "num_machines": 1,
-        "num_processes": 2,
-        "machine_rank": 0,
-        "rdzv_backend": "static",
-        "same_network": True,
-        "use_cpu": True,
-    }
-    path = tmp_path / f"accelerate_zero{stage}.yaml"
-    path.write_text(yaml.safe_dump(launch))
-    return path
+def args(model_dir, data, out, **overrides):
+    common = {"max_steps": 4, "save_steps": 2, "global_batch_size": 4, "seed": 0, "test_split_size": 4}
+    return tiny_run_args(model_dir, data, out, **{**common, **overrides})
 
 
-def launch(config: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result
+# ---- ZeRO-3, AdaDPO, reference in its own ZeRO-3 engine: equals one process; kill and resume ----------------------
 
 
-@pytest.mark.parametrize("stage, loss_type", [(3, "adadpo"), (2, "simpo")])
-def test_deepspeed_two_processes_train_and_save_a_consolidated_model(
-    tiny_model_dir, pref_jsonl, tmp_path, stage, loss_type
+@pytest.fixture(scope="module")
+def zero3_runs(tiny_model_dir, pref_jsonl, tmp_path_factory):
+    """One uninterrupted 2-process ZeRO-3 run (checkpoints 2 and 4) and its 1-process twin (same global batch)."""
+    tmp = tmp_path_factory.mktemp("zero3")
+    launch(
+        deepspeed_launch_config(tmp, 3),
+        args(tiny_model_dir, pref_jsonl, tmp / "zero3", per_device_train_batch_size=2),
+        tmp,
+    )
+    _, one = run_and_report(args(tiny_model_dir, pref_jsonl, tmp / "one", per_device_train_batch_size=4))
+    return tmp, read_reports(tmp / "zero3", 2), one
+
+
+def test_zero3_two_processes_equal_one_process(zero3_runs):
+    tmp, (rank0, rank1), one = zero3_runs
+    assert rank0["zero_stage"] == rank1["zero_stage"] == 3
+    assert rank0["reference"] == "DeepSpeedEngine"  # TRL's prepare_deepspeed: the reference is its own engine
+    for report in (rank0, rank1):  # every tensor of policy and reference is split over the two ranks
+        assert all(report["policy_partitioned"].values()) and all(report["reference_partitioned"].values())
+    logs = step_logs(rank0)
+    assert [e["step"] for e in logs] == [1, 2, 3, 4] and all(e["batch/pairs"] == 4.0 for e in logs)
+    assert logs[0]["loss"] == pytest.approx(LN2, abs=1e-6)  # step 1: the policy is the reference
+    assert_logs_close(logs, step_logs(one), rel=1e-4)
+    assert_weights_close(tmp / "zero3", tmp / "one", rtol=1e-4)
+    assert rank0["eval_prompts_sha"] == rank1["eval_prompts_sha"] == one["eval_prompts_sha"]
+    checkpoint = tmp / "zero3" / "checkpoint-4"
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "global_step4").is_dir()
+    assert not (tmp / "zero3" / ".checkpoint-staging").exists()
+
+
+def test_zero3_sigkill_after_checkpoint_then_resume_equals_uninterrupted(
+    zero3_runs, tiny_model_dir, pref_jsonl, tmp_path
 ):
-    out = tmp_path / "out"
-    argv = tiny_run_args(
-        tiny_model_dir, pref_jsonl, out, loss_type=loss_type, max_steps=2, save_steps=2, global_batch_size=4,
-        per_device_train_batch_size=2,
-    )  # fmt: skip
-    launch(deepspeed_launch_config(tmp_path, stage), argv, tmp_path)
+    zero3_dir, reports, _ = zero3_runs
+    config = deepspeed_launch_config(tmp_path, 3)
+    argv = args(tiny_model_dir, pref_jsonl, tmp_path / "killed", per_device_train_batch_size=2)
+    killed = launch(config, argv, tmp_path, kill_after_save=2, check=False)
+    assert killed.returncode != 0
+    assert (tmp_path / "killed" / "checkpoint-2").is_dir() and not (tmp_path / "killed" / "checkpoint-4").exists()
 
-    reports = [json.loads((out / f"engine_rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [r["zero_stage"] for r in reports] == [stage, stage]
-    if stage == 3:
-        for report in reports:  # every tensor of policy and reference is split over the two ranks
-            for name, (local, full) in {**report["policy_shards"], **report["reference_shards"]}.items():
-                assert 0 < local < full, name
-        assert reports[0]["reference"] == "DeepSpeedEngine"  # TRL's prepare_deepspeed
-    else:
-        assert reports[0]["reference"] == "NoneType"  # reference-free loss: no reference model at all
-
-    logs = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
-    assert [e["step"] for e in logs] == [1, 2] and all(e["batch/pairs"] == 4.0 for e in logs)
-    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in logs)
-
-    engine = torch.load(out / "engine_weights.pt")
-    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).state_dict()
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
-    assert set(saved) == set(engine)
-    for name, weight in engine.items():
-        torch.testing.assert_close(saved[name], weight, rtol=0, atol=0, msg=name)
-    assert any(not torch.equal(saved[n], initial[n]) for n in saved)  # it trained
-    checkpoint = out / "checkpoint-2"
-    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "global_step2").is_dir()
-    assert not (out / ".checkpoint-staging").exists()
+    launch(config, argv, tmp_path)  # the same command again: resumes from checkpoint-2
+    resumed = read_reports(tmp_path / "killed", 2)[0]
+    assert_logs_close(step_logs(resumed), step_logs(reports[0]), rel=1e-5)
+    assert_weights_close(tmp_path / "killed", zero3_dir / "zero3", rtol=1e-5)
 
 
-def _shards(model) -> dict[str, list[int]]:
-    return {name: [p.ds_tensor.numel(), p.ds_numel] for name, p in model.named_parameters()}
+# ---- ZeRO-2, SimPO (reference-free) --------------------------------------------------------------------------------
 
 
-if __name__ == "__main__":
-    import deepspeed
+def test_zero2_simpo_two_processes_equal_one_process(tiny_model_dir, pref_jsonl, tmp_path):
+    common = {"loss_type": "simpo", "max_steps": 3, "save_steps": 3}
+    argv = args(tiny_model_dir, pref_jsonl, tmp_path / "zero2", per_device_train_batch_size=2, **common)
+    launch(deepspeed_launch_config(tmp_path, 2), argv, tmp_path)
+    rank0, rank1 = read_reports(tmp_path / "zero2", 2)
+    _, one = run_and_report(
+        args(tiny_model_dir, pref_jsonl, tmp_path / "one", per_device_train_batch_size=4, **common)
+    )
+    assert rank0["zero_stage"] == 2 and rank0["reference"] == "NoneType"  # no reference model at all
+    assert_logs_close(step_logs(rank0), step_logs(one), rel=1e-4)
+    assert_weights_close(tmp_path / "zero2", tmp_path / "one", rtol=1e-4)
 
-    trainer = load_script("run_adadpo").main(*load_script("run_adadpo").parse_args(sys.argv[1:]), argv=sys.argv[1:])
-    engine, accelerator = trainer.model_wrapped, trainer.accelerator
-    policy = accelerator.unwrap_model(trainer.model)
-    stage = engine.zero_optimization_stage()
-    report = {"zero_stage": stage, "reference": type(trainer.ref_model).__name__}
-    params = list(policy.parameters())
-    if stage == 3:
-        report["policy_shards"] = _shards(policy)
-        report["reference_shards"] = _shards(trainer.ref_model.module) if trainer.ref_model is not None else {}
-    with deepspeed.zero.GatheredParameters(params) if stage == 3 else torch.no_grad():
-        weights = {name: tensor.detach().clone() for name, tensor in policy.state_dict().items()}
-    output_dir = Path(trainer.args.output_dir)
-    (output_dir / f"engine_rank{accelerator.process_index}.json").write_text(json.dumps(report))
-    if accelerator.is_main_process:
-        torch.save(weights, output_dir / "engine_weights.pt")
-    accelerator.wait_for_everyone()
+
+# ---- ZeRO-3 and the reference log-prob cache -----------------------------------------------------------------------
+
+
+def _cache_entries(cache: Path) -> set[str]:
+    return {p.name for p in cache.iterdir() if p.is_dir()}
+
+
+def test_zero3_reference_cache_is_shared_with_one_process_and_keyed_on_the_weights(
+    tiny_model_dir, pref_jsonl, tmp_path
+):
+    """The cache key hashes the reference weights under ZeRO-3 too, where each rank holds only shards: the key equals
+    the one-process key (so either run reads the other's entry), and other weights at the same path miss."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = deepspeed_launch_config(tmp_path, 3)
+    common = {"max_steps": 1, "save_strategy": "no", "precompute_ref_log_probs": True, "test_split_size": None}
+
+    def zero3(out: str, cache: Path) -> list[dict]:
+        launch(config, args(model, pref_jsonl, tmp_path / out, ref_logps_cache_dir=cache, **common), tmp_path)
+        return read_reports(tmp_path / out, 2)
+
+    zero3_cache, one_cache = tmp_path / "cache_zero3", tmp_path / "cache_one"
+    written = zero3("a", zero3_cache)
+    assert [r["ref_cache"]["train"]["hit"] for r in written] == [False, False]
+    _, one = run_and_report(
+        args(
+            model, pref_jsonl, tmp_path / "one", ref_logps_cache_dir=one_cache, per_device_train_batch_size=4, **common
+        )
+    )
+    key = one["ref_cache"]["train"]["key"]
+    assert (
+        _cache_entries(zero3_cache) == _cache_entries(one_cache) == {key} == {written[0]["ref_cache"]["train"]["key"]}
+    )
+    np.testing.assert_allclose(written[0]["ref_chosen_logps"], one["ref_chosen_logps"], rtol=1e-5)
+    np.testing.assert_allclose(written[0]["ref_rejected_logps"], one["ref_rejected_logps"], rtol=1e-5)
+    from_zero3 = ReferenceLogpsCache(str(zero3_cache)).load(key, "train", len(one["ref_chosen_logps"]))
+    assert from_zero3 is not None  # the one-process run reads the ZeRO-3 entry
+
+    read = zero3("b", one_cache)  # and ZeRO-3 reads the one-process entry
+    assert [r["ref_cache"]["train"] for r in read] == [{"key": key, "hit": True}] * 2
+    assert read[0]["ref_chosen_logps"] == one["ref_chosen_logps"]
+
+    weights = load_file(model / "model.safetensors")  # another reference saved at the same path
+    weights["model.layers.1.mlp.down_proj.weight"] += 0.05
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    changed = zero3("c", one_cache)
+    assert [r["ref_cache"]["train"]["hit"] for r in changed] == [False, False]
+    assert changed[0]["ref_cache"]["train"]["key"] != key and len(_cache_entries(one_cache)) == 2
+    assert not np.allclose(changed[0]["ref_chosen_logps"], one["ref_chosen_logps"], rtol=1e-5)

@@ -1,59 +1,91 @@
-"""Two CPU processes (gloo) through `accelerate launch`, the way users launch on GPUs."""
+"""Plain DDP: two CPU processes (gloo) through `accelerate launch accelerate_configs/cpu_2proc.yaml`, the way users
+launch on GPUs, proven equal to one process; and the train/test split, which must follow the run's seed on every
+process. fp32: the only differences from one process are summation order (hence 1e-4 relative)."""
 
-import json
-import os
-import subprocess
-import sys
+import math
 
 import pytest
 from conftest import REPO_ROOT, tiny_run_args
+from distributed_harness import (
+    assert_logs_close,
+    assert_weights_close,
+    fsdp_launch_config,
+    launch,
+    read_reports,
+    run_and_report,
+    step_logs,
+)
+
+from adadpo.configs import check_fsdp_launch
 
 
 pytestmark = pytest.mark.slow
 
 
-def accelerate_launch(config_file: str, argv: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO_ROOT / config_file),
-        str(REPO_ROOT / "scripts" / "run_adadpo.py"),
-        *argv,
-    ]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-def train_log(output_dir) -> list[dict]:
-    state = json.loads((output_dir / "trainer_state.json").read_text())
-    return [entry for entry in state["log_history"] if "loss" in entry]
-
-
-def test_two_processes_match_one_process_and_gather_metrics(tiny_model_dir, pref_jsonl, tmp_path):
-    """Same global batch (4 pairs): 1 process x 4 vs 2 processes x 2 give the same losses; metrics see all 4 pairs."""
-    common = {"loss_type": "adadpo", "max_steps": 3, "global_batch_size": 4, "save_strategy": "no"}
-    one = tmp_path / "one"
+def test_ddp_packed_two_processes_equal_one_process(tiny_model_dir, pref_jsonl, tmp_path):
+    """Each rank packs its own 2 pairs (`padding_free: true`); losses, metrics gathered over both ranks and the final
+    weights equal a 1-process packed run of the same 4 pairs per step; both ranks hold out the same eval split."""
+    common = {
+        "loss_type": "adadpo",
+        "padding_free": True,
+        "attn_implementation": "sdpa",
+        "max_steps": 3,
+        "global_batch_size": 4,
+        "test_split_size": 4,
+        "seed": 5,
+    }
     two = tmp_path / "two"
-    accelerate_launch(
-        "accelerate_configs/cpu.yaml",
-        tiny_run_args(tiny_model_dir, pref_jsonl, one, per_device_train_batch_size=4, **common),
-        tmp_path,
-    )
-    accelerate_launch(
-        "accelerate_configs/cpu_2proc.yaml",
+    launch(
+        REPO_ROOT / "accelerate_configs" / "cpu_2proc.yaml",
         tiny_run_args(tiny_model_dir, pref_jsonl, two, per_device_train_batch_size=2, **common),
         tmp_path,
     )
-    log_one, log_two = train_log(one), train_log(two)
-    assert [e["batch/pairs"] for e in log_two] == [4.0, 4.0, 4.0]  # gathered over both ranks
-    assert [e["batch/pairs"] for e in log_one] == [4.0, 4.0, 4.0]
-    for a, b in zip(log_one, log_two, strict=True):
-        # Tolerance: the same math with a different summation order (per-rank means, gloo all-reduce) in fp32.
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
-        assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], rel=1e-3, abs=1e-5)
-        assert a["adadpo/beta_w_mean"] == pytest.approx(b["adadpo/beta_w_mean"], rel=1e-4)
-    assert (two / "model.safetensors").exists() and (two / "README.md").exists()
+    rank0, rank1 = read_reports(two, 2)
+    _, one = run_and_report(
+        tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "one", per_device_train_batch_size=4, **common)
+    )
+    logs = step_logs(rank0)
+    assert [e["batch/pairs"] for e in logs] == [4.0, 4.0, 4.0]  # gathered over both ranks
+    assert logs[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert_logs_close(logs, step_logs(one), rel=1e-4)
+    assert_weights_close(two, tmp_path / "one", rtol=1e-4)
+    assert rank0["eval_prompts_sha"] == rank1["eval_prompts_sha"] == one["eval_prompts_sha"]
+    assert rank0["train_prompts_sha"] == rank1["train_prompts_sha"] == one["train_prompts_sha"]
+    assert (two / "README.md").exists()
+
+
+def test_train_test_split_follows_the_run_seed(tiny_model_dir, pref_jsonl, tmp_path):
+    """`--seed` draws the held-out split (it used to be fixed at 42 whatever the seed)."""
+
+    def split(seed: int, name: str) -> str:
+        argv = tiny_run_args(
+            tiny_model_dir, pref_jsonl, tmp_path / name, seed=seed, test_split_size=4, max_steps=1,
+            save_strategy="no", loss_type="simpo",
+        )  # fmt: skip
+        trainer, report = run_and_report(argv)
+        assert len(trainer.eval_dataset) == 4
+        return report["eval_prompts_sha"]
+
+    first = split(1, "a")
+    assert split(2, "b") != first
+    assert split(1, "c") == first
+
+
+def test_fsdp_on_cpu_is_refused_before_anything_is_written(tiny_model_dir, pref_jsonl, tmp_path):
+    """accelerate enables FSDP only over a multi-accelerator group: on CPU (gloo, `use_cpu`) it silently drops the
+    FSDP plugin and trains plain DDP. `accelerate_configs/fsdp.yaml` is refused there with the reason."""
+    out = tmp_path / "out"
+    result = launch(
+        fsdp_launch_config(tmp_path), tiny_run_args(tiny_model_dir, pref_jsonl, out), tmp_path, check=False
+    )
+    assert result.returncode != 0
+    assert "asks for FSDP, but the processes run on CPU (MULTI_CPU)" in result.stdout + result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_fsdp_check_names_only_a_dropped_fsdp():
+    fsdp = {"ACCELERATE_USE_FSDP": "true"}
+    with pytest.raises(ValueError, match="FSDP needs GPUs"):
+        check_fsdp_launch(fsdp, "MULTI_CPU")
+    check_fsdp_launch(fsdp, "MULTI_GPU")  # on GPUs accelerate turns FSDP on from here
+    check_fsdp_launch({}, "MULTI_CPU")

@@ -19,14 +19,36 @@ def _train(run_adadpo, argv):
     return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
 
 
-@pytest.mark.parametrize("loss_type", LOSSES)
-def test_every_loss_trains_saves_and_reloads(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type):
-    out = tmp_path / loss_type
-    argv = tiny_run_args(tiny_model_dir, pref_jsonl, out, loss_type=loss_type)
-    trainer = _train(run_adadpo, argv)
+def _step_logs(trainer) -> list[dict]:
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
 
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+@pytest.mark.parametrize("loss_type", LOSSES)
+def test_every_loss_trains_padded_and_packed_saves_and_reloads(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type
+):
+    """Each loss trains once padded and once packed (`padding_free: true`) on the same batches: packing changes only
+    how log-probs are computed, so every step's loss and log-probs agree to float round-off."""
+    out = tmp_path / loss_type
+    trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, loss_type=loss_type))
+    packed = _train(
+        run_adadpo,
+        tiny_run_args(
+            tiny_model_dir, pref_jsonl, tmp_path / f"{loss_type}-packed", loss_type=loss_type, padding_free=True,
+            save_strategy="no",
+        ),
+    )  # fmt: skip
+
+    losses = [entry["loss"] for entry in _step_logs(trainer)]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    if LOSS_SPECS[loss_type].needs_reference:  # step 1: the policy is its reference
+        assert _step_logs(trainer)[0]["kl/beta_margin"] == 0
+    assert packed.padding_free and len(_step_logs(packed)) == 3
+    # alpha-DPO divides margins by their running std over 2-pair batches, which amplifies round-off ~10x
+    rel = 1e-4 if LOSS_SPECS[loss_type].needs_margin_normalizer else 1e-5
+    for padded_step, packed_step in zip(_step_logs(trainer), _step_logs(packed), strict=True):
+        for key in ("loss", "logps/chosen", "logps/rejected", "lengths/chosen"):
+            assert packed_step[key] == pytest.approx(padded_step[key], rel=rel, abs=1e-6), (packed_step["step"], key)
     assert (out / "checkpoint-3" / "model.safetensors").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     trained = trainer.accelerator.unwrap_model(trainer.model)
@@ -56,21 +78,19 @@ def test_every_loss_trains_saves_and_reloads(run_adadpo, tiny_model_dir, pref_js
 
 @pytest.mark.parametrize("loss_type", [name for name in LOSSES if not LOSS_SPECS[name].needs_reference])
 def test_reference_free_losses_never_create_a_reference_model(
-    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type, model_loads
 ):
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type=loss_type, max_steps=1)
-    with mock.patch.object(
-        AutoModelForCausalLM, "from_pretrained", wraps=AutoModelForCausalLM.from_pretrained
-    ) as load:
-        trainer = _train(run_adadpo, argv)
+    trainer = _train(run_adadpo, argv)
     assert trainer.ref_model is None
-    assert load.call_count == 1  # the policy only
+    assert model_loads == ["LlamaForCausalLM"]  # the policy only
 
 
-def test_reference_based_loss_loads_its_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+def test_reference_based_loss_loads_its_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, model_loads):
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type="adadpo", max_steps=1)
     trainer = _train(run_adadpo, argv)
     assert trainer.ref_model is not None
+    assert model_loads == ["LlamaForCausalLM"] * 2  # the policy, then TRL's reference (`create_model_from_path`)
 
 
 def test_override_of_trl_compute_loss_is_called(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):

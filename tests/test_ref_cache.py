@@ -4,7 +4,6 @@ recomputed when corrupt, and equal to freshly computed log-probs."""
 import numpy as np
 import pytest
 from conftest import tiny_run_args
-from transformers import AutoModelForCausalLM
 
 from adadpo.trainer import AdaDPOTrainer
 
@@ -29,21 +28,16 @@ def _entries(cache):
 
 
 @pytest.fixture
-def counted(monkeypatch):
-    calls = {"ref": 0, "load": 0}
+def counted(monkeypatch, model_loads):
+    """Reference forwards, and every model load (`model_loads`: the policy's and any reference's)."""
+    calls = {"ref": 0, "loads": model_loads}
     original_ref = AdaDPOTrainer.compute_ref_log_probs
-    original_load = AutoModelForCausalLM.from_pretrained
 
     def ref(self, *args, **kwargs):
         calls["ref"] += 1
         return original_ref(self, *args, **kwargs)
 
-    def load(*args, **kwargs):
-        calls["load"] += 1
-        return original_load(*args, **kwargs)
-
     monkeypatch.setattr(AdaDPOTrainer, "compute_ref_log_probs", ref)
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load)
     return calls
 
 
@@ -52,10 +46,13 @@ def test_cache_written_then_hit_without_reference_forward(run_adadpo, tiny_model
     first = _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "a", cache)
     assert counted["ref"] > 0 and first.ref_cache.last_hit is False
     assert len(_entries(cache)) == 1 and first.ref_model is None
-    counted.update(ref=0, load=0)
+    counted["ref"] = 0
+    counted["loads"].clear()
     second = _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "b", cache)
     assert second.ref_cache.last_hit is True
-    assert counted["ref"] == 0 and counted["load"] == 1  # the policy only: no reference model, no reference forward
+    assert counted["ref"] == 0 and counted["loads"] == [
+        "LlamaForCausalLM"
+    ]  # the policy only: no reference load or forward
     np.testing.assert_array_equal(first.train_dataset["ref_chosen_logps"], second.train_dataset["ref_chosen_logps"])
 
 

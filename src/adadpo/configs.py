@@ -217,6 +217,7 @@ class AdaDPOConfig(trl.DPOConfig):
         finally:
             self.loss_type = loss_type
         check_process_group(int(os.environ.get("WORLD_SIZE", "1")), self.world_size)
+        check_fsdp_launch(os.environ, self.distributed_state.distributed_type.value)
         if self.global_batch_size is not None:
             self.gradient_accumulation_steps = derive_gradient_accumulation(
                 self.global_batch_size, self.world_size, self.per_device_train_batch_size
@@ -235,6 +236,18 @@ def check_process_group(launched: int, world_size: int) -> None:
         raise ValueError(
             f"Launched with {launched} processes, but this process does not see the others (world_size 1), so each "
             "would train on its own. On a machine without GPUs set `use_cpu: true` in the recipe."
+        )
+
+
+def check_fsdp_launch(environ, distributed_type: str) -> None:
+    """The launch config asks for FSDP (`accelerate launch` sets ACCELERATE_USE_FSDP), but these processes run on
+    CPU: accelerate turns FSDP on only over a multi-accelerator process group, so it would silently train plain DDP,
+    every process holding the whole model."""
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and distributed_type == "MULTI_CPU":
+        raise ValueError(
+            f"The accelerate config asks for FSDP, but the processes run on CPU ({distributed_type}), where "
+            "accelerate drops FSDP and trains plain DDP. FSDP needs GPUs; on CPU launch with cpu_2proc.yaml or a "
+            "DeepSpeed config."
         )
 
 

@@ -40,8 +40,11 @@ def load_one(path: str, name: str | None = None, split: str = "train", data_file
     return datasets.load_dataset(path, name=name, data_files=data_files, split=split)
 
 
-def load_raw_datasets(script_args) -> DatasetDict:
-    """Train (and optional test) splits from `dataset_mixture` or `dataset_name`, before any validation."""
+def load_raw_datasets(script_args, seed: int = 42) -> DatasetDict:
+    """Train (and optional test) splits from `dataset_mixture` or `dataset_name`, before any validation.
+
+    A held-out split (`test_split_size`) is drawn with the mixture's own `seed` where given, else with `seed` (the
+    run's `seed`), so `--seed` changes the split and every process draws the same one."""
     splits: dict[str, Dataset] = {}
     if script_args.dataset_mixture is not None:
         mixture = script_args.dataset_mixture
@@ -61,6 +64,7 @@ def load_raw_datasets(script_args) -> DatasetDict:
             parts.append(ds.select(range(int(round(weight * len(ds))))))
         splits["train"] = concatenate_datasets(parts)
         test_size = mixture.get("test_split_size", script_args.test_split_size)
+        seed = int(mixture.get("seed", seed))
     else:
         splits["train"] = load_one(
             script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
@@ -79,9 +83,7 @@ def load_raw_datasets(script_args) -> DatasetDict:
                 )
     if test_size is not None:
         test_size = int(test_size) if test_size >= 1 else float(test_size)
-        split = splits["train"].train_test_split(
-            test_size=test_size, seed=getattr(script_args, "seed", 42), shuffle=True
-        )
+        split = splits["train"].train_test_split(test_size=test_size, seed=seed, shuffle=True)
         splits = {"train": split["train"], "test": split["test"]}
     return DatasetDict(splits)
 
@@ -190,9 +192,9 @@ def check_drop_fraction(before: int, after: int, source: str, split: str, reason
         )
 
 
-def get_preference_datasets(script_args, tokenizer=None) -> DatasetDict:
-    """Load, rename, validate and cap the train/test splits the recipe names."""
-    raw = load_raw_datasets(script_args)
+def get_preference_datasets(script_args, tokenizer=None, seed: int = 42) -> DatasetDict:
+    """Load, rename, validate and cap the train/test splits the recipe names; `seed` (the run's) draws the split."""
+    raw = load_raw_datasets(script_args, seed)
     source = _source_name(script_args)
     out = {}
     for split, dataset in raw.items():

@@ -17,7 +17,7 @@ def pair_metrics(pairs: dict[str, torch.Tensor], beta: float) -> dict[str, float
     chosen_rewards, rejected_rewards = pairs["chosen_rewards"], pairs["rejected_rewards"]
     chosen_len, rejected_len = pairs["chosen_lengths"].clamp(min=1), pairs["rejected_lengths"].clamp(min=1)
     out = {
-        "batch/pairs": float(chosen_rewards.numel()),  # pairs per micro-batch over all processes
+        "batch/pairs": float(chosen_rewards.numel()),  # pairs summarised, over all processes
         "rewards/chosen": chosen_rewards.mean().item(),
         "rewards/rejected": rejected_rewards.mean().item(),
         "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),

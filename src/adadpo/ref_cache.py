@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,18 +26,74 @@ logger = logging.getLogger(__name__)
 SAMPLES_PER_TENSOR = 1024
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of names, shapes, dtypes and a strided sample of each tensor: cheap on 8B models, and any fine-tune
-    touches the sampled values. PEFT adapters are excluded (the reference is the base model)."""
+def _sample_positions(numel: int) -> torch.Tensor:
+    """Flat indices of the strided sample taken from every tensor: the same positions however it is sharded."""
+    step = max(1, numel // SAMPLES_PER_TENSOR)
+    return torch.arange(0, numel, step)[:SAMPLES_PER_TENSOR]
+
+
+def _local_view(tensor) -> tuple[torch.Tensor, int, tuple, int] | None:
+    """(this rank's flat values, their offset in the full flattened tensor, the full shape, the full numel) for a
+    tensor sharded in one contiguous flat range per rank; None for a tensor every rank holds whole.
+
+    Seams (tested by `test_ref_cache_zero3.py`, which needs the ZeRO-3 key to equal the one-process key):
+    - DeepSpeed ZeRO-3 keeps a parameter's flattened values split in equal contiguous partitions,
+      rank r holding `[r * ds_tensor.ds_numel, (r + 1) * ds_tensor.ds_numel)` in `p.ds_tensor` (the last one padded);
+      `p` itself is an empty placeholder outside a forward.
+    - FSDP2 keeps a DTensor sharded on dim 0 in `torch.chunk` order: rank r holds rows `[r * c, (r + 1) * c)`,
+      c = ceil(rows / world size).
+    """
+    if hasattr(tensor, "ds_tensor") and tensor.ds_tensor is not None:  # DeepSpeed ZeRO-3 partitioned parameter
+        import torch.distributed as dist
+
+        part = tensor.ds_tensor
+        rank = dist.get_rank(group=tensor.ds_process_group)
+        return part.detach().reshape(-1), rank * part.ds_numel, tuple(tensor.ds_shape), tensor.ds_numel
+    if type(tensor).__name__ == "DTensor":
+        from torch.distributed.tensor import Shard
+
+        shape = tuple(tensor.shape)
+        if len(tensor.placements) != 1 or tensor.placements[0] != Shard(0) or not shape:
+            return tensor.full_tensor().detach().reshape(-1), 0, shape, tensor.numel()  # collective, same on all ranks
+        mesh = tensor.device_mesh
+        rows_per_rank = -(-shape[0] // mesh.size())
+        row_size = tensor.numel() // shape[0] if shape[0] else 0
+        start_row = min(mesh.get_local_rank() * rows_per_rank, shape[0])
+        return tensor.to_local().detach().reshape(-1), start_row * row_size, shape, tensor.numel()
+    return None
+
+
+def weights_fingerprint(model: torch.nn.Module, reduce_sum=None) -> str:
+    """Hash of names, full shapes, dtypes and a strided sample of each tensor: cheap on 8B models, and any fine-tune
+    touches the sampled values. PEFT adapters are excluded (the reference is the base model).
+
+    Sharded weights (ZeRO-3, FSDP2) give the same hash as the whole model in one process: each rank fills in the
+    sampled positions it holds and `reduce_sum` (a sum over processes; every process must call this then) completes
+    the sample, a few KB per tensor instead of gathering the weights. Without `reduce_sum`, sharded weights are an
+    error rather than a hash of empty placeholders (which would let a different reference hit a stale cache).
+    """
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    samples, sharded = [], False
+    for name, tensor in sorted(model.state_dict(keep_vars=True).items()):
         if "lora_" in name or ".ref." in name:
             continue
-        flat = tensor.detach().reshape(-1)
-        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        if flat.numel():
-            step = max(1, flat.numel() // SAMPLES_PER_TENSOR)
-            h.update(flat[::step][:SAMPLES_PER_TENSOR].float().cpu().numpy().tobytes())
+        local = _local_view(tensor)
+        if local is None:
+            flat, offset, shape, numel = tensor.detach().reshape(-1), 0, tuple(tensor.shape), tensor.numel()
+        else:
+            (flat, offset, shape, numel), sharded = local, True
+        h.update(f"{name}:{shape}:{tensor.dtype}".encode())
+        positions = _sample_positions(numel)
+        sample = torch.zeros(len(positions), dtype=torch.float32)
+        held = (positions >= offset) & (positions < offset + flat.numel())
+        sample[held] = flat[(positions[held] - offset).to(flat.device)].float().cpu()
+        samples.append(sample)
+    sample = torch.cat(samples) if samples else torch.zeros(0)
+    if sharded:
+        if reduce_sum is None:
+            raise ValueError("The weights are sharded across processes: pass `reduce_sum` (a sum over processes).")
+        sample = reduce_sum(sample).cpu()  # each position is held by exactly one rank: the sum is exact
+    h.update(sample.numpy().tobytes())
     return h.hexdigest()
 
 
@@ -62,6 +118,7 @@ def _checksum(chosen: np.ndarray, rejected: np.ndarray) -> str:
 @dataclass
 class ReferenceLogpsCache:
     cache_dir: str
+    lookups: dict = field(default_factory=dict)  # split name -> {key, hit}: what each precompute pass found
 
     @classmethod
     def from_args(cls, args):
@@ -70,13 +127,17 @@ class ReferenceLogpsCache:
         return cls(args.ref_logps_cache_dir)
 
     def key(self, trainer, dataset: Dataset) -> str:
-        model = trainer.ref_model or trainer.model
+        """Every process must call this: sharded reference weights are hashed collectively."""
+        model = trainer.accelerator.unwrap_model(trainer.ref_model or trainer.model)
         base = model.get_base_model() if is_peft_model(model) else model
         args = trainer.args
+        accelerator = trainer.accelerator
         parts = {
             "reference": getattr(base.config, "_name_or_path", ""),
             "revision": (args.model_init_kwargs or {}).get("revision"),
-            "weights": weights_fingerprint(base),
+            "weights": weights_fingerprint(
+                base, reduce_sum=lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum")
+            ),
             "dtype": str(base.dtype),
             "attn_implementation": base.config._attn_implementation,
             "tokens": tokens_fingerprint(dataset),
@@ -159,6 +220,7 @@ class ReferenceLogpsCache:
             chosen, rejected = cached
             logger.info("Reference log-probs for %s loaded from cache %s", name, key)
         self.last_key, self.last_hit = key, cached is not None
+        self.lookups[name] = {"key": key, "hit": cached is not None}
         return dataset.add_column("ref_chosen_logps", chosen.tolist()).add_column(
             "ref_rejected_logps", rejected.tolist()
         )

@@ -106,6 +106,7 @@ class AdaDPOTrainer(DPOTrainer):
             args.padding_free = packing
         self.padding_free = packing
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
+        self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log
 
     # ---- Data ---------------------------------------------------------------------------------------------------
 
@@ -204,8 +205,8 @@ class AdaDPOTrainer(DPOTrainer):
     # ---- Metrics ------------------------------------------------------------------------------------------------
 
     def _log_pair_metrics(self, mode, out, policy, chosen_logps, rejected_logps, ref_chosen, ref_rejected):
-        from adadpo.metrics import pair_metrics
-
+        """Gather this micro-batch's per-pair values; `log` summarises every pair since the last log at once, so a
+        median, min or max covers the whole optimizer step (or eval set), however it is split into micro-batches."""
         gather = self.accelerator.gather_for_metrics
         per_pair = {
             "chosen_rewards": out.chosen_rewards,
@@ -219,16 +220,28 @@ class AdaDPOTrainer(DPOTrainer):
         if ref_chosen is not None:
             per_pair["ref_chosen_logps"] = ref_chosen.detach().float()
             per_pair["ref_rejected_logps"] = ref_rejected.detach().float()
-        gathered = {k: gather(v.float()).cpu() for k, v in per_pair.items()}
-        for key, value in pair_metrics(gathered, beta=self.args.beta).items():
-            self._metrics[mode][key].append(value)
+        self._pair_buffer[mode].append({k: gather(v.float()).cpu() for k, v in per_pair.items()})
         if mode == "train":
             self._total_train_tokens += int(gather(policy.num_tokens.reshape(1)).sum().item())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
+    def _summarise_pair_metrics(self, mode: str) -> None:
+        from adadpo.metrics import pair_metrics
+
+        buffered, self._pair_buffer[mode] = self._pair_buffer[mode], []
+        if not buffered:
+            return
+        pairs = {key: torch.cat([batch[key] for batch in buffered]) for key in buffered[0]}
+        metrics = pair_metrics(pairs, beta=self.args.beta)
+        if mode == "train":  # pairs per optimizer step over all processes (the global batch)
+            metrics["batch/pairs"] *= self.args.gradient_accumulation_steps / len(buffered)
+        for key, value in metrics.items():
+            self._metrics[mode][key] = [value]
+
     def log(self, logs, start_time=None):
         if self.model.training and "loss" in logs:  # read after the optimizer step, so a skipped step counts itself
             self._metrics["train"]["nonfinite_steps"] = [self.nonfinite_guard.total_skipped]
+        self._summarise_pair_metrics("train" if self.model.training else "eval")
         super().log(logs, start_time)
 
     # ---- Optimizer guard, checkpoints, model card ----------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""Per-process harness of the multi-process tests: the same `scripts/run_adadpo.py` `main` users launch, plus a
+report of what each process saw, so a test can compare a distributed run with a one-process run.
+
+    accelerate launch --config_file CONFIG tests/distributed_harness.py <run_adadpo arguments>
+
+writes `<output_dir>/harness/rank<R>.json` per process (see `report`). With `ADADPO_KILL_AFTER_SAVE=N` in the
+environment every process SIGKILLs itself right after checkpoint-N is saved (no cleanup: a hard crash).
+One-process baselines call `run_and_report` in the test process itself.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import transformers.trainer
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO_ROOT, load_script  # noqa: E402
+
+
+KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
+
+
+class KillAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # after the staged checkpoint was renamed into place
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def extra_callbacks(*callbacks):
+    """Every Trainer built inside gets these callbacks too (`main` builds its trainer itself)."""
+    with mock.patch.object(
+        transformers.trainer, "DEFAULT_CALLBACKS", [*transformers.trainer.DEFAULT_CALLBACKS, *callbacks]
+    ):
+        yield
+
+
+def _column(dataset, name) -> list:
+    return list(dataset[name])  # `datasets` returns a lazy Column
+
+
+def _sha(values) -> str:
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+
+
+def _shards(module) -> dict[str, bool]:
+    """ZeRO-3: whether each parameter is split over the ranks (this rank holds a strict, non-empty part)."""
+    return {name: 0 < p.ds_tensor.numel() < p.ds_numel for name, p in module.named_parameters()}
+
+
+def report(trainer) -> dict:
+    """What this process saw: its rank, the data splits it trained and evaluated on, the reference cache lookups,
+    the precomputed reference log-probs, the logged steps, and (ZeRO-3) whether every tensor is partitioned."""
+    accelerator = trainer.accelerator
+    out = {
+        "rank": accelerator.process_index,
+        "world_size": accelerator.num_processes,
+        "train_prompts_sha": _sha(_column(trainer.train_dataset, "prompt_ids")),
+        "eval_prompts_sha": _sha(_column(trainer.eval_dataset, "prompt_ids"))
+        if trainer.eval_dataset is not None
+        else None,
+        "ref_cache": dict(trainer.ref_cache.lookups) if trainer.ref_cache is not None else None,
+        "reference": type(trainer.ref_model).__name__,
+        "log_history": trainer.state.log_history,
+    }
+    if "ref_chosen_logps" in trainer.train_dataset.column_names:
+        out["ref_chosen_logps"] = _column(trainer.train_dataset, "ref_chosen_logps")
+        out["ref_rejected_logps"] = _column(trainer.train_dataset, "ref_rejected_logps")
+    if trainer.is_deepspeed_enabled:
+        out["zero_stage"] = trainer.model_wrapped.zero_optimization_stage()
+        if out["zero_stage"] == 3:
+            out["policy_partitioned"] = _shards(accelerator.unwrap_model(trainer.model))
+            if trainer.ref_model is not None:
+                out["reference_partitioned"] = _shards(trainer.ref_model.module)
+    if trainer.is_fsdp_enabled:
+        out["fsdp_dtensor_params"] = sum(
+            type(p).__name__ == "DTensor" for p in accelerator.unwrap_model(trainer.model).parameters()
+        )
+    return out
+
+
+def write_report(trainer) -> None:
+    folder = Path(trainer.args.output_dir) / "harness"
+    folder.mkdir(parents=True, exist_ok=True)
+    rank = trainer.accelerator.process_index
+    (folder / f"rank{rank}.json").write_text(json.dumps(report(trainer)))  # one file per process: no interleaving
+
+
+def read_reports(output_dir: Path, world_size: int) -> list[dict]:
+    return [json.loads((Path(output_dir) / "harness" / f"rank{r}.json").read_text()) for r in range(world_size)]
+
+
+def deepspeed_launch_config(folder: Path, stage: int, num_processes: int = 2) -> Path:
+    """Accelerate + DeepSpeed config for CPU processes in fp32 (bf16/fp16 off in the DeepSpeed file, which then
+    owns precision: accelerate refuses `mixed_precision` next to a `deepspeed_config_file`).
+    `stage3_param_persistence_threshold: 0` makes ZeRO-3 partition every tensor of the tiny model (by default small
+    tensors stay whole on every rank, which would leave a tiny model unpartitioned and the tests meaningless)."""
+    zero = {"stage": stage, "overlap_comm": False, "contiguous_gradients": False}
+    if stage == 3:
+        zero |= {"stage3_param_persistence_threshold": 0, "stage3_gather_16bit_weights_on_model_save": True}
+    ds_config = {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
+    }
+    ds_path = Path(folder) / f"ds_zero{stage}.json"
+    ds_path.write_text(json.dumps(ds_config))
+    return _launch_config(
+        folder,
+        f"zero{stage}",
+        distributed_type="DEEPSPEED",
+        num_processes=num_processes,
+        deepspeed_config={
+            "deepspeed_config_file": str(ds_path),
+            "deepspeed_multinode_launcher": "standard",
+            "zero3_init_flag": stage == 3,
+        },
+    )
+
+
+def fsdp_launch_config(folder: Path, num_processes: int = 2) -> Path:
+    """`accelerate_configs/fsdp.yaml` (FSDP2, a unit per decoder layer, full state dict on save) for CPU in fp32."""
+    fsdp = yaml.safe_load((REPO_ROOT / "accelerate_configs" / "fsdp.yaml").read_text())["fsdp_config"]
+    return _launch_config(folder, "fsdp", distributed_type="FSDP", num_processes=num_processes, fsdp_config=fsdp)
+
+
+def _launch_config(folder: Path, name: str, **settings) -> Path:
+    launch = {
+        "compute_environment": "LOCAL_MACHINE",
+        "num_machines": 1,
+        "machine_rank": 0,
+        "mixed_precision": "no",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": True,
+        **settings,
+    }
+    if settings.get("distributed_type") == "DEEPSPEED":
+        del launch["mixed_precision"]
+    path = Path(folder) / f"accelerate_{name}.yaml"
+    path.write_text(yaml.safe_dump(launch))
+    return path
+
+
+def launch(config: Path, argv: list[str], cwd: Path, kill_after_save: int | None = None, check: bool = True):
+    """`accelerate launch --config_file config` this harness with `argv`; the completed process."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    if kill_after_save is not None:
+        env[KILL_ENV] = str(kill_after_save)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+def step_logs(report: dict) -> list[dict]:
+    return [entry for entry in report["log_history"] if "loss" in entry]
+
+
+# Compared relatively: the loss and quantities of their own scale. Rewards and margins are differences of two
+# log-probs of ~-90 (fp32 ulp ~1e-5), so they get an absolute tolerance instead.
+RELATIVE_KEYS = ("loss", "logps/chosen", "logps/rejected", "lengths/chosen", "batch/pairs", "num_tokens")
+DIFFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl/beta_margin")
+
+
+def assert_logs_close(a: list[dict], b: list[dict], rel: float):
+    assert [e["step"] for e in a] == [e["step"] for e in b]
+    for x, y in zip(a, b, strict=True):
+        for key in RELATIVE_KEYS:
+            assert x[key] == pytest.approx(y[key], rel=rel), (x["step"], key)
+        for key in DIFFERENCE_KEYS:
+            if key in y:
+                assert x[key] == pytest.approx(y[key], abs=10 * rel), (x["step"], key)
+
+
+def assert_weights_close(a: Path, b: Path, rtol: float):
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert set(wa) == set(wb)
+    for name in wb:  # relative to the tensor's scale: a weight that crosses 0 has no meaningful elementwise rel
+        torch.testing.assert_close(wa[name], wb[name], rtol=rtol, atol=rtol * wb[name].abs().max().item(), msg=name)
+
+
+def run_and_report(argv: list[str]) -> tuple[object, dict]:
+    """A one-process run in this process: the trainer and its report."""
+    run_adadpo = load_script("run_adadpo")
+    trainer = run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+    return trainer, report(trainer)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    callbacks = [KillAfterSave(int(os.environ[KILL_ENV]))] if os.environ.get(KILL_ENV) else []
+    run_adadpo = load_script("run_adadpo")
+    with extra_callbacks(*callbacks):
+        trainer = run_adadpo.main(*run_adadpo.parse_args(sys.argv[1:]), argv=sys.argv[1:])
+    write_report(trainer)
+    trainer.accelerator.wait_for_everyone()
