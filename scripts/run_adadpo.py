@@ -17,7 +17,9 @@ from trl import ModelConfig, get_peft_config
 
 from adadpo.configs import AdaDPOConfig, ScriptArguments
 from adadpo.data import get_preference_datasets
-from adadpo.hub import HubPushError, safe_push
+from adadpo.hub import HubError, hub_repo_id, safe_push
+from adadpo.hub_checkpoints import CheckpointPusher
+from adadpo.hub_resume import HUB_RESUME, resume_from_hub
 from adadpo.model_utils import get_model, get_tokenizer
 from adadpo.run_utils import parse_args, save_resolved_config, write_json_atomic
 from adadpo.trainer import AdaDPOTrainer
@@ -87,12 +89,15 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         max_drop_fraction=script_args.max_drop_fraction,
         launch_command=_launch_command(argv, training_args.world_size),
         dataset_names=_dataset_names(script_args),
+        hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
     )
 
     ##########
     # Training
     ##########
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    if checkpoint == HUB_RESUME:
+        checkpoint = resume_from_hub(training_args, hub_token)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**train_result.metrics, "train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
@@ -117,7 +122,9 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     trainer.accelerator.wait_for_everyone()
     training_args.push_to_hub = push_to_hub
     if push_to_hub and trainer.accelerator.is_main_process:
-        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        if trainer.hub_pusher is not None:
+            trainer.hub_pusher.finish()  # checkpoint pushes first, so that the final model lands last
+        repo_id = hub_repo_id(training_args)
         safe_push(
             training_args.output_dir,
             repo_id,
@@ -150,6 +157,6 @@ def _launch_command(argv, world_size: int) -> str:
 if __name__ == "__main__":
     try:
         main(*parse_args(), argv=sys.argv[1:])
-    except HubPushError as error:
+    except HubError as error:
         logger.error("%s", error)
         sys.exit(1)

@@ -33,9 +33,10 @@ def train(run_adadpo, argv):
 
 
 def push_args(model_dir, data_path, output_dir) -> list[str]:
+    """The final push only (`hub_strategy: end`); checkpoint pushes are tested in test_hub_checkpoints.py."""
     return tiny_run_args(
         model_dir, data_path, output_dir, max_steps=1, save_steps=1, push_to_hub=True, hub_model_id=REPO_ID,
-        hub_token=ARG_TOKEN,
+        hub_token=ARG_TOKEN, hub_strategy="end",
     )  # fmt: skip
 
 

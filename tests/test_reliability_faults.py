@@ -186,13 +186,18 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run(
     assert counter.steps == [4, 5, 6]  # it resumed; it did not start over
     uninterrupted = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, whole, **common))
 
-    a, b = load_file(killed / "model.safetensors"), load_file(whole / "model.safetensors")
+    assert_resumed_run_equals_uninterrupted(resumed, killed, uninterrupted, whole, last_step=6)
+
+
+def assert_resumed_run_equals_uninterrupted(resumed, resumed_dir, uninterrupted, whole_dir, last_step):
+    """Same final weights and logged metrics (1e-6), and the same alpha-DPO normalizer state."""
+    a, b = load_file(resumed_dir / "model.safetensors"), load_file(whole_dir / "model.safetensors")
     for name in b:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
     _assert_logs_equal(step_logs(resumed), step_logs(uninterrupted))
-    norm_a = json.loads((killed / "checkpoint-6" / NORMALIZER_FILE).read_text())
-    norm_b = json.loads((whole / "checkpoint-6" / NORMALIZER_FILE).read_text())
-    assert norm_a["num_updates"] == norm_b["num_updates"] == 6
+    norm_a = json.loads((resumed_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
+    norm_b = json.loads((whole_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
+    assert norm_a["num_updates"] == norm_b["num_updates"] == last_step
     assert norm_a["mean"] == pytest.approx(norm_b["mean"], abs=1e-9) and norm_a["std"] == pytest.approx(norm_b["std"])
 
 

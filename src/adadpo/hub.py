@@ -1,4 +1,6 @@
-"""Model card and Hub push. The model is always saved locally first; a failed push never loses the local save."""
+"""Model card, the Hub client and the final Hub push. The model is always saved locally first; a failed push never
+loses the local save. Checkpoint pushes during training: `adadpo.hub_checkpoints`; resume from the Hub:
+`adadpo.hub_resume`."""
 
 import logging
 import os
@@ -39,6 +41,8 @@ adadpo recipes (`scripts/run_adadpo.py`) on TRL {trl_version}.
 
 ## Results
 
+{results_intro}
+
 {metrics}
 
 ## Reproduce
@@ -73,7 +77,8 @@ def _table(rows: dict) -> str:
     return "\n".join(f"| {key} | {value} |" for key, value in rows.items()) or "| - | - |"
 
 
-def build_model_card(trainer) -> ModelCard:
+def build_model_card(trainer, checkpoint_step: int | None = None) -> ModelCard:
+    """The card of the finished run, or with `checkpoint_step` of a checkpoint pushed while training goes on."""
     args = trainer.args
     spec = LOSS_SPECS[args.loss_type]
     base_model = trainer.model.config._name_or_path if hasattr(trainer.model, "config") else "unknown"
@@ -110,11 +115,21 @@ def build_model_card(trainer) -> ModelCard:
         datasets=", ".join(datasets) or "a preference dataset",
         hparams=_table({**hparams, "beta": args.beta}),
         training=_table(training),
+        results_intro=_results_intro(trainer.state, checkpoint_step),
         metrics=metrics,
         trl_version=trl.__version__,
         command=redact(trainer.launch_command or "(launched from Python)"),
     )
     return ModelCard(redact(text))
+
+
+def _results_intro(state, checkpoint_step: int | None) -> str:
+    if checkpoint_step is None:
+        return f"Final metrics, after {state.global_step} optimizer steps."
+    return (
+        f"**Checkpoint at step {checkpoint_step} of {state.max_steps}**, pushed while training goes on; the metrics "
+        "are the latest logged at this step."
+    )
 
 
 def write_model_card(trainer, path: str) -> None:
@@ -124,25 +139,59 @@ def write_model_card(trainer, path: str) -> None:
     os.replace(tmp, path)
 
 
-def push_folder(
-    output_dir: str, repo_id: str, private: bool | None, revision: str | None, commit_message: str, token=None
-):
-    """Upload a saved run folder (model, tokenizer, card; not intermediate checkpoints). Token: `token` (the recipe's
-    `hub_token`), else HF_TOKEN or `huggingface-cli login`; it is never printed."""
-    api = HfApi(token=token)
+HUB_SNAPSHOT_DIR = ".hub-push"  # output_dir/.hub-push/checkpoint-N: hard-linked copies of checkpoints being pushed
+_NOT_PUSHED_AT_THE_END = [
+    "checkpoint-*",
+    ".checkpoint-staging/*",
+    f"{HUB_SNAPSHOT_DIR}/*",
+    "*.tmp",
+    "runs/*",
+    "ref_cache/*",
+]
+
+
+def hub_api(token=None) -> HfApi:
+    """The one place that builds a Hub client. Token: `token` (the recipe's `hub_token`), else HF_TOKEN or
+    `huggingface-cli login`; it stays in memory and is never printed."""
+    return HfApi(token=token)
+
+
+def hub_repo_id(args) -> str:
+    """`hub_model_id`, else the run folder's name (what transformers' Trainer uses too)."""
+    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+
+
+def ensure_repo(api: HfApi, repo_id: str, private: bool | None, revision: str | None) -> None:
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
+
+
+def failure_reason(error: Exception, token=None) -> str:
+    """What went wrong, fit to log: any token (the given one, HF_TOKEN, anything shaped like one) replaced."""
+    return redact(str(error) or type(error).__name__, secrets=(token, os.environ.get("HF_TOKEN")))
+
+
+def push_folder(
+    output_dir: str, repo_id: str, private: bool | None, revision: str | None, commit_message: str, token=None
+):
+    """Upload a saved run folder (model, tokenizer, card; not intermediate checkpoints)."""
+    api = hub_api(token)
+    ensure_repo(api, repo_id, private, revision)
     return api.upload_folder(
         folder_path=output_dir,
         repo_id=repo_id,
         revision=revision,
         commit_message=commit_message,
-        ignore_patterns=["checkpoint-*", ".checkpoint-staging/*", "*.tmp", "runs/*", "ref_cache/*"],
+        ignore_patterns=_NOT_PUSHED_AT_THE_END,
     )
 
 
-class HubPushError(RuntimeError):
+class HubError(RuntimeError):
+    """A Hub failure the script reports as one line and exit status 1 (the message says what was kept locally)."""
+
+
+class HubPushError(HubError):
     pass
 
 
@@ -153,7 +202,7 @@ def safe_push(
     try:
         return push_folder(output_dir, repo_id, private, revision, commit_message, token=token)
     except Exception as error:  # network, auth, permissions: all mean the same to the user
-        reason = redact(str(error), secrets=(token, os.environ.get("HF_TOKEN")))
+        reason = failure_reason(error, token)
         raise HubPushError(
             f"Pushing {output_dir} to the Hub repo {repo_id!r} failed: {reason}. The model, tokenizer and "
             f"model card are saved locally in {output_dir}; push them later with `huggingface-cli upload {repo_id} "

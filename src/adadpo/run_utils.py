@@ -101,6 +101,13 @@ def write_json_atomic(path: str, payload: dict) -> None:
 CHECKPOINT_STAGING_DIR = ".checkpoint-staging"  # transformers resumes only from `checkpoint-<N>` folders
 
 
+def checkpoint_dir(trainer, trial=None) -> str:
+    """The current step's `checkpoint-N` folder in the run folder (where `atomic_checkpoint` renames it to)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return os.path.join(trainer._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+
+
 @contextlib.contextmanager
 def atomic_checkpoint(trainer, trial=None):
     """Make a Trainer's `_save_checkpoint` all-or-nothing: inside, `trainer._get_output_dir` points at a staging
@@ -108,12 +115,12 @@ def atomic_checkpoint(trainer, trial=None):
     one step, and only then are older checkpoints rotated out (`save_total_limit`). A crash inside leaves the run
     folder as it was, so resuming picks the previous complete checkpoint. Yields the staged checkpoint folder."""
     from transformers.trainer import TRAINER_STATE_NAME
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+    from transformers.trainer_utils import rotate_checkpoints
 
-    run_dir = trainer._get_output_dir(trial=trial)
-    name = f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+    final = checkpoint_dir(trainer, trial)
+    run_dir, name = os.path.split(final)
     staging_root = os.path.join(run_dir, CHECKPOINT_STAGING_DIR)
-    staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+    staged = os.path.join(staging_root, name)
     should_save, save_total_limit = trainer.args.should_save, trainer.args.save_total_limit
     if should_save and os.path.exists(staged):
         shutil.rmtree(staged)  # left behind by a save that crashed

@@ -22,6 +22,7 @@ from adadpo.checkpoint_state import load_extra_state, save_extra_state
 from adadpo.configs import AdaDPOConfig
 from adadpo.data import check_drop_fraction, drop_double_bos
 from adadpo.hub import write_model_card
+from adadpo.hub_checkpoints import CheckpointPusher
 from adadpo.logps import sequence_logps
 from adadpo.losses import LOSS_SPECS, AlphaMarginNormalizer, preference_loss
 from adadpo.nonfinite import NonFiniteGuard
@@ -32,7 +33,7 @@ from adadpo.packing import (
     check_packing_supported,
 )
 from adadpo.ref_cache import ReferenceLogpsCache
-from adadpo.run_utils import atomic_checkpoint
+from adadpo.run_utils import atomic_checkpoint, checkpoint_dir
 
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class AdaDPOTrainer(DPOTrainer):
         max_drop_fraction: float = 0.5,
         launch_command: str | None = None,
         dataset_names: list[str] | None = None,
+        hub_pusher: CheckpointPusher | None = None,
         **kwargs,
     ):
         if args is None or not isinstance(args, AdaDPOConfig):
@@ -75,6 +77,7 @@ class AdaDPOTrainer(DPOTrainer):
         self.max_drop_fraction = max_drop_fraction
         self.launch_command = launch_command
         self.dataset_names = dataset_names or []
+        self.hub_pusher = hub_pusher  # pushes each checkpoint once renamed into place (`hub_strategy`)
         self.margin_normalizer = (
             AlphaMarginNormalizer(momentum=args.alpha_dpo_momentum) if self.loss_spec.needs_margin_normalizer else None
         )
@@ -257,6 +260,8 @@ class AdaDPOTrainer(DPOTrainer):
             super()._save_checkpoint(model, trial)
             if self.args.should_save:
                 save_extra_state(self, folder)
+        if self.hub_pusher is not None and self.is_world_process_zero():  # complete on every rank by now
+            self.hub_pusher.push(self, checkpoint_dir(self, trial))
 
     def _load_rng_state(self, checkpoint):
         """Resume also restores what `_save_checkpoint` adds: alpha-DPO's normalizer and the running counters."""

@@ -1,0 +1,120 @@
+"""`resume_from_checkpoint: hub`: continue a run from the latest checkpoint pushed to `hub_model_id` (by
+`hub_strategy: checkpoint` or `all_checkpoints`), e.g. on a fresh machine with an empty `output_dir`.
+
+The checkpoint is downloaded whole (weights, optimizer, scheduler, RNG, trainer state, our extra state) into
+`output_dir/checkpoint-N`, through the staging folder, so that an interrupted download is never resumed from and a
+later plain relaunch finds it like any local checkpoint. Everything is checked before a file is written."""
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from adadpo.hub import HubError, failure_reason, hub_api, hub_repo_id
+from adadpo.hub_checkpoints import LAST_CHECKPOINT
+from adadpo.run_utils import CHECKPOINT_STAGING_DIR
+
+
+logger = logging.getLogger(__name__)
+
+HUB_RESUME = "hub"  # the `resume_from_checkpoint` value that means "from the Hub"
+# One ZeRO optimizer shard per data-parallel rank (DeepSpeed's `_get_rank_zero_ckpt_name`).
+_ZERO_SHARD = re.compile(r"(?:^|/)(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
+_CHECKPOINT_FOLDER = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class HubResumeError(HubError):
+    pass
+
+
+def check_world_size(files, world_size: int, source: str) -> None:
+    """A DeepSpeed checkpoint holds one optimizer shard per rank, and DeepSpeed cannot re-partition them."""
+    ranks = {int(match.group(1)) for f in files if (match := _ZERO_SHARD.search(f))}
+    if ranks and len(ranks) != world_size:
+        raise HubResumeError(
+            f"{source} is a DeepSpeed checkpoint written by {len(ranks)} processes (one ZeRO optimizer shard per "
+            f"rank), but this run has {world_size}. DeepSpeed cannot re-partition the shards: launch with "
+            f"`--num_processes {len(ranks)}` (same GPU count), or start a fresh run."
+        )
+
+
+def _step(checkpoint_folder: str) -> int:
+    return int(_CHECKPOINT_FOLDER.match(os.path.basename(checkpoint_folder)).group(1))
+
+
+def _step_of_last_checkpoint(api, repo_id: str, revision: str | None) -> int:
+    with tempfile.TemporaryDirectory() as tmp:  # outside output_dir: nothing is written there yet
+        api.snapshot_download(
+            repo_id, revision=revision, allow_patterns=[f"{LAST_CHECKPOINT}/trainer_state.json"], local_dir=tmp
+        )
+        with open(os.path.join(tmp, LAST_CHECKPOINT, "trainer_state.json")) as f:
+            return json.load(f)["global_step"]
+
+
+def latest_pushed_checkpoint(api, repo_id: str, revision: str | None) -> tuple[str, int, list[str]] | None:
+    """(folder in the repo, its step, its files) of the newest pushed checkpoint, or None."""
+    by_folder: dict[str, list[str]] = {}
+    for path in api.list_repo_files(repo_id, revision=revision):
+        folder = path.split("/", 1)[0]
+        if "/" in path and (folder == LAST_CHECKPOINT or _CHECKPOINT_FOLDER.match(folder)):
+            by_folder.setdefault(folder, []).append(path)
+    if not by_folder:
+        return None
+    steps = {folder: _step(folder) if folder != LAST_CHECKPOINT else None for folder in by_folder}
+    if LAST_CHECKPOINT in steps:  # its step is only in its trainer state
+        steps[LAST_CHECKPOINT] = _step_of_last_checkpoint(api, repo_id, revision)
+    folder = max(steps, key=steps.get)
+    return folder, steps[folder], by_folder[folder]
+
+
+def resume_from_hub(args, token=None) -> str:
+    """Local path of the checkpoint to resume from: the newest one pushed to the Hub, downloaded into `output_dir`,
+    or a local checkpoint of the same or a later step (a relaunch after the download continues from there)."""
+    repo_id = hub_repo_id(args)
+    api = hub_api(token)
+    try:
+        latest = latest_pushed_checkpoint(api, repo_id, args.hub_revision)
+    except Exception as error:
+        raise HubResumeError(
+            f"`resume_from_checkpoint: {HUB_RESUME}` could not read the Hub repo {repo_id!r}: "
+            f"{failure_reason(error, token)}. Check `hub_model_id`, your login (`huggingface-cli whoami`) and network."
+        ) from None
+    local = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    if latest is None and local is None:
+        raise HubResumeError(
+            f"`resume_from_checkpoint: {HUB_RESUME}`: the Hub repo {repo_id!r} holds no pushed checkpoint "
+            f"(`{LAST_CHECKPOINT}/` or `{PREFIX_CHECKPOINT_DIR}-N/`). Checkpoints are pushed during training with "
+            "`push_to_hub: true` and `hub_strategy: checkpoint` (or `all_checkpoints`)."
+        )
+    if local is not None and (latest is None or _step(local) >= latest[1]):
+        logger.info("Resuming from the local %s: the Hub repo %s has no later checkpoint", local, repo_id)
+        return local
+    folder, step, files = latest
+    check_world_size(files, args.world_size, f"The checkpoint `{folder}/` of the Hub repo {repo_id!r}")
+    target = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+    with args.main_process_first(local=args.save_on_each_node, desc="download the Hub checkpoint"):
+        if args.should_save:  # the processes that write checkpoints receive this one
+            _download(api, repo_id, args.hub_revision, folder, target, token)
+    logger.info("Resuming from %s, downloaded from %s/%s", target, repo_id, folder)
+    return target
+
+
+def _download(api, repo_id: str, revision: str | None, folder: str, target: str, token) -> None:
+    staging = os.path.join(os.path.dirname(target), CHECKPOINT_STAGING_DIR, "from-hub")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted download
+    try:
+        api.snapshot_download(repo_id, revision=revision, allow_patterns=[f"{folder}/*"], local_dir=staging)
+    except Exception as error:
+        raise HubResumeError(
+            f"Downloading `{folder}/` of the Hub repo {repo_id!r} failed: {failure_reason(error, token)}. Nothing "
+            "was resumed; rerun the same command to try again."
+        ) from None
+    os.replace(os.path.join(staging, folder), target)  # complete, so transformers may resume from it
+    shutil.rmtree(staging)  # what is left: huggingface_hub's download metadata
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(staging))
