@@ -3,8 +3,10 @@ recomputed when corrupt, and equal to freshly computed log-probs."""
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_run_args
 
+from adadpo.ref_cache import weights_fingerprint
 from adadpo.trainer import AdaDPOTrainer
 
 
@@ -92,3 +94,62 @@ def test_cached_logps_equal_fresh_reference_forward(run_adadpo, tiny_model_dir, 
     np.testing.assert_allclose(
         cached.train_dataset["ref_rejected_logps"], fresh.train_dataset["ref_rejected_logps"], rtol=1e-5, atol=1e-5
     )
+
+
+# ---- Sharded weights: the key sees the real values, and equals the one-process key ---------------------------------
+
+
+def _tiny_model_with_uneven_rows():
+    from adadpo.testing import build_tiny_model, build_tiny_tokenizer
+
+    model = build_tiny_model(build_tiny_tokenizer())
+    torch.manual_seed(1)
+    model.uneven = torch.nn.Linear(3, 5)  # 5 rows over 2 ranks: shards of 3 and 2 rows
+    return model
+
+
+def _fsdp2_fingerprint(rank: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    model = _tiny_model_with_uneven_rows()
+    mesh = init_device_mesh("cpu", (2,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)  # every parameter becomes a DTensor sharded on dim 0
+
+    def reduce_sum(tensor):
+        dist.all_reduce(tensor)
+        return tensor
+
+    kinds = {type(p).__name__ for p in model.parameters()}
+    results.put((rank, weights_fingerprint(model, reduce_sum=reduce_sum), sorted(kinds)))
+    dist.destroy_process_group()
+
+
+def test_fingerprint_of_fsdp2_shards_equals_the_whole_model(tmp_path):
+    """FSDP2 (`fully_shard`, gloo on CPU): each rank holds a dim-0 shard of every tensor; the fingerprint each rank
+    computes equals the whole model's, so the reference cache key is the same under FSDP as in one process."""
+    import torch.multiprocessing as mp
+
+    whole = weights_fingerprint(_tiny_model_with_uneven_rows())
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_fsdp2_fingerprint, args=(r, str(tmp_path / "init"), results)) for r in range(2)]
+    for proc in procs:
+        proc.start()
+    outcomes = sorted(results.get(timeout=240) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [kinds for _, _, kinds in outcomes] == [["DTensor"]] * 2
+    assert [fingerprint for _, fingerprint, _ in outcomes] == [whole, whole]
+
+
+def test_fingerprint_changes_with_a_sampled_value():
+    model = _tiny_model_with_uneven_rows()
+    before = weights_fingerprint(model)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] += 0.01  # position 0 is always sampled
+    assert weights_fingerprint(model) != before
