@@ -1,9 +1,10 @@
 """Checkpoints pushed to the Hub during training (`hub_strategy`) and resume from the Hub, offline: every Hub call goes
 to `hub_standin.LocalHub`, a folder per repository, installed as `adadpo.hub.HfApi`.
 
-Run as a script, this file is the harness of the kill-then-resume-from-the-Hub test:
-    python tests/test_hub_checkpoints.py HUB_ROOT KILL_STEP <run_adadpo arguments>
-trains against the stand-in Hub in HUB_ROOT and SIGKILLs itself once checkpoint-KILL_STEP has been pushed.
+Run as a script, this file is the harness of the tests that train in other processes:
+    [accelerate launch ...] tests/test_hub_checkpoints.py HUB_ROOT KILL_STEP <run_adadpo arguments>
+trains against the stand-in Hub in HUB_ROOT, writes the optimizer steps each process trained to
+`<output_dir>.steps/rank<R>.json`, and SIGKILLs itself once checkpoint-KILL_STEP has been pushed (0: never).
 """
 
 import json
@@ -31,7 +32,7 @@ from transformers.trainer_utils import HubStrategy
 
 import adadpo.hub
 from adadpo import hub_checkpoints
-from adadpo.hub_checkpoints import RESUME_STATE_PATTERNS, CheckpointPusher
+from adadpo.hub_checkpoints import MODEL_PATTERNS, CheckpointPusher
 from adadpo.hub_resume import HubResumeError, check_world_size
 
 
@@ -166,15 +167,19 @@ def test_one_push_in_flight_and_the_newest_checkpoint_supersedes_a_queued_one(
     assert not (out / ".hub-push").exists()
 
 
-def test_resume_state_never_goes_to_the_repository_root():
-    """`RESUME_STATE_PATTERNS` covers every file a checkpoint holds besides the model (DeepSpeed's included)."""
+def test_only_the_model_goes_to_the_repository_root():
+    """`MODEL_PATTERNS` picks the model from a checkpoint of any layout: plain, sharded weights, PEFT, DeepSpeed,
+    FSDP; never resume state."""
     from huggingface_hub.utils import filter_repo_objects
 
-    checkpoint = [*MODEL_FILES, *RESUME_FILES, "alpha_margin_normalizer.json", "rng_state_1.pth", "latest",
-                  "zero_to_fp32.py", "global_step4/zero_pp_rank_0_mp_rank_00_optim_states.pt", "training_args.bin",
-                  "scaler.pt", "chat_template.jinja"]  # fmt: skip
-    root = set(filter_repo_objects(checkpoint, ignore_patterns=RESUME_STATE_PATTERNS))
-    assert root == {*MODEL_FILES, "training_args.bin", "chat_template.jinja"}
+    model = [*MODEL_FILES, "chat_template.jinja", "training_args.bin", "special_tokens_map.json", "tokenizer.model",
+             "model-00001-of-00002.safetensors", "model.safetensors.index.json", "adapter_config.json",
+             "adapter_model.safetensors", "vocab.json", "merges.txt"]  # fmt: skip
+    state = [*RESUME_FILES, "alpha_margin_normalizer.json", "rng_state_1.pth", "scaler.pt", "latest",
+             "zero_to_fp32.py", "global_step4/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+             "global_step4/zero_pp_rank_0_mp_rank_00_model_states.pt", "optimizer.bin",
+             "optimizer_0/__0_0.distcp", "pytorch_model_fsdp_0/__0_0.distcp", "README.md"]  # fmt: skip
+    assert set(filter_repo_objects([*model, *state], allow_patterns=MODEL_PATTERNS)) == set(model)
 
 
 # ---- A failed push ---------------------------------------------------------------------------------------------
@@ -301,6 +306,50 @@ def test_resume_from_the_hub_fails_clearly_before_anything_is_written(
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 
+def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config), __file__]
+    proc = subprocess.run(
+        [*cmd, str(hub.root), "0", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def _trained_steps(output_dir: Path, rank: int) -> list[int]:
+    return json.loads((output_dir.with_suffix(".steps") / f"rank{rank}.json").read_text())
+
+
+@pytest.mark.slow
+def test_deepspeed_checkpoint_goes_through_the_hub_with_every_rank_shard(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, local_hub
+):
+    """ZeRO-3 over 2 processes: `last-checkpoint/` holds both ranks' shards; resuming it with 1 process is refused
+    before a file is written; 2 processes on an empty `output_dir` download it and train only the steps left."""
+    from distributed_harness import deepspeed_launch_config
+
+    config = deepspeed_launch_config(tmp_path, 3)
+    common = {"global_batch_size": 4, "per_device_train_batch_size": 2, "loss_type": "alpha_dpo"}
+    first, second = tmp_path / "first", tmp_path / "second"
+    _launch_harness(config, local_hub, hub_args(tiny_model_dir, pref_jsonl, first, **common), tmp_path)
+    pushed = local_hub.repo(REPO_ID) / "last-checkpoint"
+    assert folder_bytes(pushed) == folder_bytes(first / "checkpoint-4")
+    assert {p.name for p in (pushed / "global_step4").glob("*optim_states.pt")} == {
+        f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)
+    }
+
+    one_process = hub_args(tiny_model_dir, pref_jsonl, second, max_steps=6, **common)
+    with pytest.raises(HubResumeError, match=r"written by 2 processes .* this run has 1"):
+        train(run_adadpo, [*one_process, "--resume_from_checkpoint=hub"])
+    assert not second.exists() or not [p for p in second.rglob("*") if p.is_file()]
+
+    _launch_harness(config, local_hub, [*one_process, "--resume_from_checkpoint=hub"], tmp_path)
+    assert _trained_steps(second, 0) == _trained_steps(second, 1) == [5, 6]
+    # The download is the first run's checkpoint byte for byte (so test_deepspeed's local ZeRO-3 resume test covers
+    # what follows), kept as a local checkpoint.
+    assert folder_bytes(second / "checkpoint-4") == folder_bytes(first / "checkpoint-4")
+    assert pushed_step(local_hub) == 6
+
+
 def test_zero_shard_names_are_the_ones_deepspeed_writes():
     """`check_world_size` counts files by DeepSpeed's private naming (`DeepSpeedEngine._get_rank_zero_ckpt_name`):
     this fails if a DeepSpeed upgrade renames them."""
@@ -325,7 +374,7 @@ if __name__ == "__main__":
 
     class KillAfterPush(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            if state.global_step != kill_step:
+            if state.global_step != kill_step or not kill_step:
                 return
             deadline = time.monotonic() + 120
             while kill_step not in {commit_step(c) for c in checkpoint_commits(hub)}:
@@ -333,6 +382,11 @@ if __name__ == "__main__":
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    with extra_callbacks(KillAfterPush()):
-        train(load_script("run_adadpo"), run_argv)
-    sys.exit("the harness was not killed")
+    counter = StepCounter()
+    with extra_callbacks(KillAfterPush(), counter):
+        trainer = train(load_script("run_adadpo"), run_argv)
+    steps_dir = Path(trainer.args.output_dir).with_suffix(".steps")
+    steps_dir.mkdir(exist_ok=True)
+    (steps_dir / f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(counter.steps))
+    if kill_step:
+        sys.exit("the harness was not killed")

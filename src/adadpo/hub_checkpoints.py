@@ -25,17 +25,20 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.utils import filter_repo_objects
 from transformers.trainer_utils import HubStrategy
 
-from adadpo.checkpoint_state import COUNTERS_FILE, NORMALIZER_FILE
 from adadpo.hub import HUB_SNAPSHOT_DIR, build_model_card, ensure_repo, failure_reason, hub_api, hub_repo_id
 
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last-checkpoint"  # transformers' folder name for `hub_strategy: checkpoint`
-# Resume state, pushed with the checkpoint folder but not at the root, where the model alone goes.
-RESUME_STATE_PATTERNS = [
-    "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "trainer_state.json", COUNTERS_FILE,
-    NORMALIZER_FILE, "global_step*", "latest", "zero_to_fp32.py", "README.md",
+# What goes to the repository's root from a checkpoint: the model alone (transformers' `_push_from_checkpoint` list:
+# config, weights and their shards, adapters; plus the tokenizer and training arguments). An allow-list, so that
+# resume state in any layout (optimizer.pt, FSDP's optimizer.bin or optimizer_0/, DeepSpeed's global_stepN/, RNG,
+# our extra state) only ever goes with the checkpoint folder.
+MODEL_PATTERNS = [
+    "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+    "pytorch_model*.bin", "pytorch_model.bin.index.json", "adapter_*", "tokenizer*", "special_tokens_map.json",
+    "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "*processor_config.json", "training_args.bin",
 ]  # fmt: skip
 
 
@@ -54,15 +57,15 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _files(folder: str, ignore_patterns=None) -> dict[str, str]:
-    """Path in the folder (posix) -> path on disk, for every file, minus `ignore_patterns` (huggingface_hub's
-    fnmatch rules, as `upload_folder` applies them)."""
+def _files(folder: str, allow_patterns=None) -> dict[str, str]:
+    """Path in the folder (posix) -> path on disk, for every file, or those matching `allow_patterns`
+    (huggingface_hub's fnmatch rules, as `upload_folder` applies them)."""
     found = {
         os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"): os.path.join(root, name)
         for root, _, names in os.walk(folder)
         for name in names
     }
-    return {rel: found[rel] for rel in filter_repo_objects(sorted(found), ignore_patterns=ignore_patterns)}
+    return {rel: found[rel] for rel in filter_repo_objects(sorted(found), allow_patterns=allow_patterns)}
 
 
 class CheckpointPusher:
@@ -161,7 +164,7 @@ class CheckpointPusher:
 
     def _operations(self, batch: list[_Queued]) -> list:
         newest = batch[-1]
-        model = _files(newest.snapshot, ignore_patterns=RESUME_STATE_PATTERNS)
+        model = _files(newest.snapshot, allow_patterns=MODEL_PATTERNS)
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=path) for rel, path in model.items()]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=newest.card))
         if self.strategy == HubStrategy.EVERY_SAVE:
