@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""The AdaDPO paper's Figure 2 at small scale (`make bench-dynamics`): DPO vs AdaDPO training dynamics on real human
+preference pairs.
+
+SmolLM2-135M-Instruct trained with `dpo` and `adadpo` (Listing 1, C = 2) at beta 0.05 and 0.01 on Anthropic HH-RLHF
+harmless-base pairs, one learning rate, the same pairs in the same order with the same seed (the four recipes differ
+only in `loss_type`, `beta` and `output_dir`), evaluated every few steps on the same held-out pairs. Every run goes
+through `scripts/run_adadpo.py`; the figures come from `scripts/plot_runs.py`:
+
+    training_dynamics.png   eval loss, reward accuracy, beta x KL margin, reward margin vs step (the paper's panels)
+    grad_balance.png        per-token |dL/dq_w| / |dL/dq_l| (AdaDPO holds it at 1 unless clipped; DPO's falls)
+    dynamics.json, .md      final held-out values, whether AdaDPO beats DPO at each beta, beta_w spread and clip
+                            fraction over training (the evidence that the policy left the reference)
+
+    python bench/dynamics.py            # full size, ~45 min on 2 CPU cores (sizing below)
+    python bench/dynamics.py --quick    # the same pipeline on a tiny random model, under a minute
+    python bench/dynamics.py --dataset my_pairs.jsonl   # any preference file run_adadpo.py reads (used as given)
+"""
+
+import argparse
+import gc
+import gzip
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import yaml
+
+
+# Other jobs may share the cores: OpenMP threads that spin while waiting slow everyone down (set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parents[1]
+HH_RLHF = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+LOSSES = ("dpo", "adadpo")
+BETAS = (0.05, 0.01)
+# Sizing (2 CPU cores, fp32, SmolLM2-135M): one optimizer step over 8 single-turn HH pairs (~110 tokens per pair,
+# chosen + rejected) costs ~S s with the reference log-probs precomputed once and shared by the four runs (the
+# reference pass is one forward per pair, ~1/3 of a training pair). 4 runs x STEPS steps + evaluations every
+# EVAL_STEPS steps on EVAL_PAIRS held-out pairs fit the ~45-minute budget; see SIZES["full"]'s comment.
+SIZES = {
+    "full": {
+        "train_pairs": 384,  # 48 optimizer steps of 8 pairs, one epoch
+        "eval_pairs": 48,
+        "max_tokens": 96,  # per sequence (prompt + response); single-turn pairs only
+        "batch": 8,
+        "eval_steps": 6,
+        "epochs": 1,
+    },
+    "quick": {
+        "train_pairs": 16,
+        "eval_pairs": 8,
+        "max_tokens": 96,
+        "batch": 4,
+        "eval_steps": 2,
+        "epochs": 1,
+        "learning_rate": 1.0e-3,  # a random tiny model: large steps, so that beta_w moves within 4 steps
+    },
+}
+TRAIN_SETTINGS = {  # identical for all four runs; only loss_type, beta and output_dir differ
+    "dtype": "float32",
+    "attn_implementation": "sdpa",
+    "learning_rate": 5.0e-5,  # one rate for all runs, high enough for a 135M model to leave the reference in ~50 steps
+    "lr_scheduler_type": "constant_with_warmup",
+    "warmup_steps": 2,
+    "adadpo_clip": 2.0,
+    "adadpo_length_normalize": True,  # Listing 1 (Stable AdaDPO)
+    "max_length": 256,
+    "padding_free": True,
+    "precompute_ref_log_probs": True,  # one reference pass, shared through the cache by all four runs
+    "seed": 42,
+    "use_cpu": True,
+    "bf16": False,
+    "activation_checkpointing": False,
+    "logging_steps": 1,
+    "report_to": "none",
+    "eval_strategy": "steps",
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+}
+# Figure 2's panels, and which direction the paper reports for AdaDPO at matched beta and learning rate.
+PANELS = (
+    ("eval_loss", "eval loss", "lower"),
+    ("eval_rewards/accuracies", "reward accuracy", "higher"),
+    ("eval_kl/beta_margin", "β×KL margin", "higher"),
+    ("eval_rewards/margins", "reward margin", "higher"),
+)
+
+
+def single_turn_pairs(source: Path, tokenizer, max_tokens: int, count: int, seed: int) -> list[dict]:
+    """`count` HH-RLHF pairs with one Human turn, different completions and at most `max_tokens` tokens per side,
+    drawn in a fixed shuffled order (implicit-prompt format, as in the file)."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    random.Random(seed).shuffle(rows)
+    picked = []
+    for row in rows:
+        chosen, rejected = row["chosen"], row["rejected"]
+        if chosen == rejected or chosen.count("\n\nHuman:") != 1 or rejected.count("\n\nHuman:") != 1:
+            continue
+        if max(len(tokenizer(text)["input_ids"]) for text in (chosen, rejected)) > max_tokens:
+            continue
+        picked.append({"chosen": chosen, "rejected": rejected})
+        if len(picked) == count:
+            return picked
+    raise ValueError(f"{source} has only {len(picked)} single-turn pairs within {max_tokens} tokens; {count} needed.")
+
+
+def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path, size: dict) -> Path:
+    name = f"{loss}-beta{beta:g}"
+    recipe = {
+        **TRAIN_SETTINGS,
+        "model_name_or_path": str(model_dir),
+        "dataset_name": str(data),
+        "test_split_size": size["eval_pairs"],
+        "max_train_samples": size["train_pairs"],
+        "per_device_train_batch_size": size["batch"],
+        "global_batch_size": size["batch"],
+        "per_device_eval_batch_size": size["batch"],  # packed rows: attention cost grows with the square of a batch
+        "eval_steps": size["eval_steps"],
+        "num_train_epochs": size["epochs"],
+        "learning_rate": size.get("learning_rate", TRAIN_SETTINGS["learning_rate"]),
+        "ref_logps_cache_dir": str(out / "ref_cache"),
+        "loss_type": loss,
+        "beta": beta,
+        "output_dir": str(out / name),
+        "run_name": name,
+    }
+    (out / "recipes").mkdir(parents=True, exist_ok=True)
+    recipe_path = out / "recipes" / f"{name}.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    if not (out / name / "all_results.json").exists():
+        # In this process (one CPU process is what `accelerate launch` would start here too): the libraries are
+        # imported once for all four runs instead of once per run.
+        script = load_script("run_adadpo")
+        argv = ["--config", str(recipe_path)]
+        script.main(*script.parse_args(argv), argv=argv)
+        gc.collect()
+    return out / name
+
+
+def history(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def final_eval(run_dir: Path) -> dict:
+    evals = [entry for entry in history(run_dir) if "eval_loss" in entry]
+    if not evals:
+        raise ValueError(f"{run_dir} logged no evaluation; is the eval split empty?")
+    return evals[-1]
+
+
+def coefficient_stats(run_dir: Path, beta: float) -> dict:
+    """beta_w / beta over the training steps: its range, the spread within the last logged batch, and the share of
+    clipped pairs over all steps and over the last quarter (where the policy is furthest from the reference)."""
+    train = [entry for entry in history(run_dir) if "adadpo/beta_w_mean" in entry and "eval_loss" not in entry]
+    if not train:
+        return {}
+    last_quarter = train[-max(1, len(train) // 4) :]
+    clip = [entry.get("adadpo/clip_fraction", 0.0) for entry in train]
+    clip_late = [entry.get("adadpo/clip_fraction", 0.0) for entry in last_quarter]
+    return {
+        "beta_w_over_beta_min": min(entry["adadpo/beta_w_min"] for entry in train) / beta,
+        "beta_w_over_beta_max": max(entry["adadpo/beta_w_max"] for entry in train) / beta,
+        "beta_w_over_beta_mean_first_step": train[0]["adadpo/beta_w_mean"] / beta,
+        "beta_w_over_beta_mean_last_quarter": sum(e["adadpo/beta_w_mean"] for e in last_quarter)
+        / len(last_quarter)
+        / beta,
+        "clip_fraction_mean": sum(clip) / len(clip),
+        "clip_fraction_last_quarter": sum(clip_late) / len(clip_late),
+        "token_grad_balance_median_last_quarter": _mean(last_quarter, "adadpo/token_grad_balance_median"),
+    }
+
+
+def _mean(entries: list[dict], key: str) -> float | None:
+    values = [entry[key] for entry in entries if isinstance(entry.get(key), int | float)]
+    return sum(values) / len(values) if values else None
+
+
+def verdicts(finals: dict[tuple[str, float], dict]) -> list[dict]:
+    """Per beta and metric: DPO's and AdaDPO's final held-out value and whether the paper's direction holds."""
+    rows = []
+    for beta in BETAS:
+        for key, title, better in PANELS:
+            dpo, ada = finals[("dpo", beta)].get(key), finals[("adadpo", beta)].get(key)
+            holds = None if dpo is None or ada is None else (ada < dpo if better == "lower" else ada > dpo)
+            tie = dpo is not None and dpo == ada
+            rows.append(
+                {
+                    "beta": beta,
+                    "metric": title,
+                    "key": key,
+                    "better": better,
+                    "dpo": dpo,
+                    "adadpo": ada,
+                    "paper_direction_holds": holds,
+                    "tie": tie,
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict], coefficients: dict[float, dict]) -> str:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        "| β | metric (paper: AdaDPO …) | DPO | AdaDPO | AdaDPO − DPO | paper's direction holds? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        diff = None if row["dpo"] is None or row["adadpo"] is None else row["adadpo"] - row["dpo"]
+        holds = {True: "yes", False: "**no**", None: "-"}[row["paper_direction_holds"]]
+        holds = "**no** (tie)" if row["tie"] else holds
+        lines.append(
+            f"| {row['beta']:g} | {row['metric']} ({row['better']}) | {fmt(row['dpo'])} | "
+            f"{fmt(row['adadpo'])} | {'-' if diff is None else f'{diff:+.3f}'} | {holds} |"
+        )
+    lines += [
+        "",
+        "| β | β_w/β range over training | β_w/β mean, first step → last quarter | clipped pairs: all steps / "
+        "last quarter | per-token grad balance (median, last quarter) |",
+        "|---|---|---|---|---|",
+    ]
+    for beta, stats in coefficients.items():
+        if stats:
+            lines.append(
+                f"| {beta:g} | {stats['beta_w_over_beta_min']:.2f}–{stats['beta_w_over_beta_max']:.2f} | "
+                f"{stats['beta_w_over_beta_mean_first_step']:.3f} → {stats['beta_w_over_beta_mean_last_quarter']:.3f} | "
+                f"{100 * stats['clip_fraction_mean']:.1f}% / {100 * stats['clip_fraction_last_quarter']:.1f}% | "
+                f"{fmt(stats['token_grad_balance_median_last_quarter'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare_model(quick: bool, cache: Path) -> Path:
+    if quick:
+        from adadpo.testing import save_tiny_model
+
+        target = cache / "tiny-llama"
+        return target if (target / "config.json").exists() else save_tiny_model(target)
+    from adadpo.demo import prepare_smollm2
+
+    return prepare_smollm2(ROOT / ".cache" / "smollm2-135m-instruct")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny random model and sizes: a pipeline check")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dynamics")
+    parser.add_argument("--hh_rlhf", type=Path, default=HH_RLHF, help="HH-RLHF jsonl(.gz) to draw pairs from")
+    parser.add_argument("--dataset", help="use this preference dataset (any run_adadpo.py dataset_name) as given")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    size = SIZES[mode]
+    out = args.out / mode
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    model_dir = prepare_model(args.quick, out)
+    if args.dataset:
+        data = args.dataset
+    else:
+        data = out / "pairs.jsonl"
+        if not data.exists():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            pairs = single_turn_pairs(
+                args.hh_rlhf, tokenizer, size["max_tokens"], size["train_pairs"] + size["eval_pairs"], seed=0
+            )
+            tmp = data.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+            tmp.replace(data)
+
+    runs, seconds = {}, {}
+    for beta in BETAS:
+        for loss in LOSSES:
+            t0 = time.time()
+            runs[(loss, beta)] = run_training(loss, beta, Path(data), model_dir, out, size)
+            seconds[f"{loss}-beta{beta:g}"] = time.time() - t0
+    trained = time.time()
+
+    figures = load_script("plot_runs").main([*map(str, runs.values()), "--out", str(out / "plots")])
+    finals = {key: final_eval(run_dir) for key, run_dir in runs.items()}
+    rows = verdicts(finals)
+    coefficients = {beta: coefficient_stats(runs[("adadpo", beta)], beta) for beta in BETAS}
+    table = markdown(rows, coefficients)
+    steps = finals[("dpo", BETAS[0])]["step"]
+    result = {
+        "mode": mode,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/dynamics.py" + (" --quick" if args.quick else ""),
+        "model": str(model_dir),
+        "data": str(data) if args.dataset else f"{args.hh_rlhf.name}: single-turn pairs (seed 0)",
+        "sizes": size,
+        "train_settings": TRAIN_SETTINGS,
+        "optimizer_steps": steps,
+        "final": {f"{loss}-beta{beta:g}": final for (loss, beta), final in finals.items()},
+        "comparison": rows,
+        "adadpo_coefficient": {f"{beta:g}": stats for beta, stats in coefficients.items()},
+        "figures": [str(path.relative_to(out)) for path in figures],
+        "wall_seconds": {"runs": seconds, "train": trained - start, "total": time.time() - start},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    (out / "dynamics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "dynamics.md").write_text(table)
+    print(
+        f"\n{table}\n{steps} optimizer steps per run, {result['wall_seconds']['total'] / 60:.1f} min. "
+        f"Written to {out}/dynamics.json and {out}/plots/"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

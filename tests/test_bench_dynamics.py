@@ -1,0 +1,89 @@
+"""`bench/dynamics.py --quick` (`make bench-dynamics`'s pipeline) end to end on the tiny random model: HH-RLHF pairs
+from ../shared/data, four runs through scripts/run_adadpo.py that differ only in loss and beta, the Figure 2 and
+gradient-balance PNGs from scripts/plot_runs.py, and a table whose numbers are the runs' last held-out evaluations."""
+
+import json
+import sys
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import dynamics  # noqa: E402
+
+
+pytestmark = pytest.mark.skipif(not dynamics.HH_RLHF.is_file(), reason=f"{dynamics.HH_RLHF} not present")
+
+
+def test_single_turn_pairs_are_real_short_and_fixed():
+    from adadpo.testing import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    pairs = dynamics.single_turn_pairs(dynamics.HH_RLHF, tokenizer, 96, 24, seed=0)
+    assert len(pairs) == 24 and pairs == dynamics.single_turn_pairs(dynamics.HH_RLHF, tokenizer, 96, 24, seed=0)
+    for pair in pairs:
+        assert pair["chosen"] != pair["rejected"] and pair["chosen"].count("\n\nHuman:") == 1
+        assert max(len(tokenizer(t)["input_ids"]) for t in pair.values()) <= 96
+    with pytest.raises(ValueError, match="single-turn pairs"):
+        dynamics.single_turn_pairs(dynamics.HH_RLHF, tokenizer, 4, 10, seed=0)
+
+
+def test_verdicts_state_ties_and_losses_plainly():
+    finals = {
+        ("dpo", 0.05): {"eval_loss": 0.6, "eval_rewards/accuracies": 0.5, "eval_kl/beta_margin": 0.1},
+        ("adadpo", 0.05): {"eval_loss": 0.5, "eval_rewards/accuracies": 0.5, "eval_kl/beta_margin": 0.0},
+        ("dpo", 0.01): {},
+        ("adadpo", 0.01): {},
+    }
+    rows = {(r["beta"], r["key"]): r for r in dynamics.verdicts(finals)}
+    assert rows[(0.05, "eval_loss")]["paper_direction_holds"] is True  # lower is better
+    assert rows[(0.05, "eval_rewards/accuracies")]["paper_direction_holds"] is False  # a tie is not a win
+    assert rows[(0.05, "eval_kl/beta_margin")]["paper_direction_holds"] is False
+    assert rows[(0.01, "eval_loss")]["paper_direction_holds"] is None
+    table = dynamics.markdown(list(rows.values()), {})
+    assert "| 0.05 | eval loss (lower) | 0.600 | 0.500 | -0.100 | yes |" in table
+    assert "**no** (tie)" in table
+
+
+@pytest.mark.slow
+def test_dynamics_quick_end_to_end(tmp_path):
+    result = dynamics.main(["--quick", "--out", str(tmp_path)])
+    out = tmp_path / "quick"
+
+    # Four runs from recipes that differ only in loss, beta and where they write: same data, order, seed, lr.
+    recipes = {p.stem: yaml.safe_load(p.read_text()) for p in (out / "recipes").glob("*.yaml")}
+    assert sorted(recipes) == ["adadpo-beta0.01", "adadpo-beta0.05", "dpo-beta0.01", "dpo-beta0.05"]
+    for recipe in recipes.values():
+        for key in ("loss_type", "beta", "output_dir", "run_name"):
+            recipe.pop(key)
+    assert all(recipe == recipes["dpo-beta0.05"] for recipe in recipes.values())
+    assert recipes["dpo-beta0.05"]["adadpo_clip"] == 2.0 and recipes["dpo-beta0.05"]["adadpo_length_normalize"]
+
+    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    size = dynamics.SIZES["quick"]
+    assert len(pairs) == size["train_pairs"] + size["eval_pairs"]
+
+    # The table's numbers are each run's last held-out evaluation, and there were several evaluations.
+    for name, final in result["final"].items():
+        history = json.loads((out / name / "trainer_state.json").read_text())["log_history"]
+        evals = [entry for entry in history if "eval_loss" in entry]
+        assert len(evals) >= 2 and final == evals[-1]
+    rows = {(r["beta"], r["key"]): r for r in result["comparison"]}
+    assert len(rows) == 8
+    for (beta, key), row in rows.items():
+        assert row["dpo"] == result["final"][f"dpo-beta{beta:g}"][key]
+        assert row["adadpo"] == result["final"][f"adadpo-beta{beta:g}"][key]
+
+    # AdaDPO's coefficient moved off beta (the policy left the reference), DPO's did not exist to move.
+    for beta in ("0.05", "0.01"):
+        stats = result["adadpo_coefficient"][beta]
+        assert stats["beta_w_over_beta_min"] < 1.0 < stats["beta_w_over_beta_max"] <= 2.0 + 1e-6
+        assert 0.0 <= stats["clip_fraction_mean"] <= 1.0
+    assert sorted(result["figures"]) == ["plots/grad_balance.png", "plots/training_dynamics.png"]
+    for figure in result["figures"]:
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    table = (out / "dynamics.md").read_text()
+    assert table.count("\n| 0.05 |") == 5 and "paper's direction holds?" in table
+    assert json.loads((out / "dynamics.json").read_text())["comparison"] == result["comparison"]
