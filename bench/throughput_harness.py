@@ -114,8 +114,8 @@ def build_trainer(spec: dict, model, tokenizer, dataset):
 
         args = DPOConfig(loss_type=["sigmoid"], **common)
         return DPOTrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    from adadpo.configs import AdaDPOConfig
-    from adadpo.trainer import AdaDPOTrainer
+    from adadpo.config import AdaDPOConfig
+    from adadpo.training.trainer import AdaDPOTrainer
 
     args = AdaDPOConfig(
         loss_type=method.loss_type,

@@ -16,9 +16,7 @@ Greedy decoding by default (temperature 0), so results are deterministic.
 
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ from trl import TrlParser
 
 from adadpo.generation import BACKENDS, SamplingConfig, generate
 from adadpo.instructions import instruction_accuracy, load_prompts, pairwise_win_rate, win_loss_tie
+from adadpo.io import write_text_atomic
 
 
 logger = logging.getLogger("evaluate")
@@ -81,14 +80,6 @@ class EvaluateArguments:
 
     def sampling_config(self) -> SamplingConfig:
         return SamplingConfig(1, self.temperature, self.top_p, self.max_new_tokens, self.seed)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def alpaca_eval_outputs(prompts, responses, generator: str) -> list[dict]:
@@ -183,20 +174,20 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown_table(results, args.base_model, verifiable)
     summary = {"prompts": args.prompts, "num_prompts": len(prompts), "base_model": args.base_model}
     summary |= {"sampling": asdict(args.sampling_config()), "models": results}
-    write_atomically(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    write_atomically(out / "results.md", table)
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "results.md", table)
     answers = []
     for i, prompt in enumerate(prompts):
         row = {"id": prompt["id"], "prompt": prompt["prompt"], "responses": {n: responses[n][i] for n in responses}}
         if verifiable:
             row["scores"] = {n: scores[n][i] for n in scores}
         answers.append(json.dumps(row) + "\n")
-    write_atomically(out / "answers.jsonl", "".join(answers))
+    write_text_atomic(out / "answers.jsonl", "".join(answers))
     for name in args.model_names:
         alpaca = alpaca_eval_outputs(prompts, responses[name], name)
-        write_atomically(out / "alpaca_eval" / name / "model_outputs.json", json.dumps(alpaca, indent=2) + "\n")
+        write_text_atomic(out / "alpaca_eval" / name / "model_outputs.json", json.dumps(alpaca, indent=2) + "\n")
         arena = arena_hard_answers(prompts, responses[name], lengths[name], name)
-        write_atomically(
+        write_text_atomic(
             out / "arena-hard" / "model_answer" / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in arena)
         )
     print(table)

@@ -11,8 +11,6 @@ Prompts whose best and worst samples score the same are dropped (counted in the 
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from trl import TrlParser
 
 from adadpo.generation import BACKENDS, SamplingConfig, generate
 from adadpo.instructions import load_prompts
+from adadpo.io import write_atomic, write_text_atomic
 from adadpo.scoring import build_scorer, select_pair
 
 
@@ -110,22 +109,13 @@ def build_pairs(prompts, generations, scores) -> tuple[list[dict], int]:
 
 
 def write_rows_atomically(rows: list[dict], path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written dataset."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            import datasets
+    """Readers never see a half-written dataset (`adadpo.io.write_atomic`)."""
+    if path.suffix == ".parquet":
+        import datasets
 
-            datasets.Dataset.from_list(rows).to_parquet(tmp)
-        else:
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        write_atomic(path, lambda f: datasets.Dataset.from_list(rows).to_parquet(f), binary=True)
+    else:
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def main(argv: list[str] | None = None) -> dict:

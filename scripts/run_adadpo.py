@@ -15,14 +15,16 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
-from adadpo.configs import AdaDPOConfig, ScriptArguments
+from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.data import get_preference_datasets
 from adadpo.hub import HubError, hub_repo_id, safe_push
 from adadpo.hub_checkpoints import CheckpointPusher
 from adadpo.hub_resume import HUB_RESUME, resume_from_hub
-from adadpo.model_utils import get_model, get_tokenizer
-from adadpo.run_utils import parse_args, save_resolved_config, write_json_atomic
-from adadpo.trainer import AdaDPOTrainer
+from adadpo.io import write_json_atomic
+from adadpo.losses import LOSS_SPECS
+from adadpo.recipe import parse_args, save_resolved_config
+from adadpo.training.models import get_model, get_tokenizer
+from adadpo.training.trainer import AdaDPOTrainer
 
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,12 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     ######
     # Data
     ######
-    dataset = get_preference_datasets(script_args, tokenizer, seed=training_args.seed)
+    dataset = get_preference_datasets(
+        script_args,
+        tokenizer,
+        seed=training_args.seed,
+        needs_reward_margin=LOSS_SPECS[training_args.loss_type].needs_reward_margin,
+    )
     eval_dataset = dataset.get("test")
     if eval_dataset is None and training_args.eval_strategy != "no":
         raise ValueError(

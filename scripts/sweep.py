@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from adadpo.sweep import write_text_atomic
+from adadpo.io import write_text_atomic
 from adadpo.sweep_parse import load_grid_file, parse_grid_tokens, parse_set_tokens
 from adadpo.sweep_results import write_results
 from adadpo.sweep_runs import (

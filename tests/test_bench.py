@@ -12,8 +12,8 @@ import torch
 from conftest import REPO_ROOT
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from adadpo.packing import DataCollatorForPackedPreference
 from adadpo.testing import build_tiny_model, build_tiny_tokenizer
+from adadpo.training.collators import DataCollatorForPackedPreference
 
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))

@@ -6,9 +6,9 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adadpo.configs import AdaDPOConfig, check_process_group, derive_gradient_accumulation
+from adadpo.config import AdaDPOConfig, check_process_group, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSSES
-from adadpo.run_utils import parse_args
+from adadpo.recipe import parse_args
 
 
 def config(tmp_path, **kwargs):
@@ -95,7 +95,7 @@ def test_double_bos_is_reduced_to_one(tiny_model_dir, tmp_path):
     from datasets import Dataset
     from tokenizers import processors
 
-    from adadpo.trainer import AdaDPOTrainer
+    from adadpo.training.trainer import AdaDPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id

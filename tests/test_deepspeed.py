@@ -25,7 +25,7 @@ from distributed_harness import (
 )
 from safetensors.torch import load_file, save_file
 
-from adadpo.ref_cache import ReferenceLogpsCache
+from adadpo.training.ref_cache import ReferenceLogpsCache
 
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from distributed_harness import (
     step_logs,
 )
 
-from adadpo.configs import check_fsdp_launch
+from adadpo.config import check_fsdp_launch
 
 
 pytestmark = pytest.mark.slow

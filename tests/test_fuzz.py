@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adadpo.configs import AdaDPOConfig
+from adadpo.config import AdaDPOConfig
 from adadpo.data import get_preference_datasets
-from adadpo.trainer import AdaDPOTrainer
+from adadpo.training.trainer import AdaDPOTrainer
 
 
 ADADPO_SRC = str(Path(__import__("adadpo").__file__).parent)

@@ -14,8 +14,7 @@ import pytest
 import torch
 from conftest import tiny_run_args
 
-import adadpo.trainer
-from adadpo.losses import preference_loss
+from adadpo.losses import PreferenceLoss
 
 
 def train(run_adadpo, argv):
@@ -64,9 +63,9 @@ def test_two_micro_batches_of_two_equal_one_batch_of_four(
 
 def test_alpha_dpo_statistics_update_per_micro_batch(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
     accumulated, whole = accumulated_and_whole(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type="alpha_dpo")
-    assert accumulated.margin_normalizer.num_updates == 4  # 2 optimizer steps x 2 micro-batches
-    assert whole.margin_normalizer.num_updates == 2
-    assert accumulated.margin_normalizer.mean != pytest.approx(whole.margin_normalizer.mean, rel=1e-6)
+    assert accumulated.loss_fn.normalizer.num_updates == 4  # 2 optimizer steps x 2 micro-batches
+    assert whole.loss_fn.normalizer.num_updates == 2
+    assert accumulated.loss_fn.normalizer.mean != pytest.approx(whole.loss_fn.normalizer.mean, rel=1e-6)
 
 
 def test_bf16_trains_from_ln2_and_losses_compute_in_float32(
@@ -74,8 +73,8 @@ def test_bf16_trains_from_ln2_and_losses_compute_in_float32(
 ):
     seen = []
 
-    def recording(name, **kwargs):
-        out = preference_loss(name, **kwargs)
+    def recording(self, **kwargs):
+        out = original(self, **kwargs)
         seen.append(
             {
                 "policy_logps": kwargs["policy_chosen_logps"].dtype,
@@ -85,7 +84,8 @@ def test_bf16_trains_from_ln2_and_losses_compute_in_float32(
         )
         return out
 
-    monkeypatch.setattr(adadpo.trainer, "preference_loss", recording)
+    original = PreferenceLoss.__call__
+    monkeypatch.setattr(PreferenceLoss, "__call__", recording)
     trainer = train(
         run_adadpo,
         tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "bf16", bf16=True, max_steps=2, save_strategy="no"),

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from adadpo.metrics import pair_metrics
+from adadpo.training.metrics import pair_metrics
 
 
 def test_pair_metrics_against_hand_computation():

@@ -8,15 +8,15 @@ import torch.nn.functional as F
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
-from adadpo.logps import packed_shift_labels, sequence_logps
-from adadpo.packing import (
+from adadpo.testing import build_tiny_model, build_tiny_tokenizer
+from adadpo.training.collators import DataCollatorForPackedPreference, first_fit_rows
+from adadpo.training.logps import packed_shift_labels, sequence_logps
+from adadpo.training.packing import (
     SUPPORTED_PACKING_IMPLEMENTATIONS,
-    DataCollatorForPackedPreference,
+    check_packed_model,
     check_packing_supported,
-    first_fit_rows,
     is_packed_batch,
 )
-from adadpo.testing import build_tiny_model, build_tiny_tokenizer
 
 
 MAX_LENGTH = 24
@@ -283,7 +283,7 @@ def test_unsupported_attention_is_refused(tokenizer):
             check_packing_supported(name)
     model = make_model(tokenizer, "paged|eager")
     with pytest.raises(ValueError, match="'paged\\|eager'.*flash_attention_2"):
-        sequence_logps(model, collate(tokenizer, make_examples(2), packed=True))
+        check_packed_model(model)
 
 
 def test_prompt_learning_peft_is_refused_and_unpatched_model_is_explained(tokenizer):
@@ -294,7 +294,9 @@ def test_prompt_learning_peft_is_refused_and_unpatched_model_is_explained(tokeni
         make_model(tokenizer), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
     )
     with pytest.raises(ValueError, match="prompt-learning PEFT.*LoRA"):
-        sequence_logps(prompt_tuned, packed)
+        check_packed_model(prompt_tuned)
+    with pytest.raises(ValueError, match="prompt-learning PEFT.*LoRA"):  # a config TRL is about to apply
+        check_packed_model(make_model(tokenizer), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
     unpatched = build_tiny_model(tokenizer)
     with pytest.raises(RuntimeError, match="add_fused_lm_head"):
         sequence_logps(unpatched, collate(tokenizer, make_examples(2), packed=False))

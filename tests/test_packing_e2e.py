@@ -15,8 +15,9 @@ import torch
 from conftest import tiny_run_args
 from transformers import AutoModelForCausalLM
 
-from adadpo.logps import sequence_logps
-from adadpo.packing import DataCollatorForPackedPreference, is_packed_batch
+from adadpo.training.collators import DataCollatorForPackedPreference
+from adadpo.training.logps import sequence_logps
+from adadpo.training.packing import is_packed_batch
 
 
 COMPARED_METRICS = ("loss", "grad_norm", "logps/chosen", "logps/rejected", "lengths/chosen", "num_tokens")
@@ -31,7 +32,7 @@ def _train(run_adadpo, argv):
         packed_calls.append(is_packed_batch(batch))
         return sequence_logps(model, batch, **kwargs)
 
-    with mock.patch("adadpo.trainer.sequence_logps", side_effect=spy):
+    with mock.patch("adadpo.training.trainer.sequence_logps", side_effect=spy):
         trainer = run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
     return trainer, packed_calls
 

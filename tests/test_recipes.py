@@ -11,9 +11,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from adadpo.configs import AdaDPOConfig, ScriptArguments, derive_gradient_accumulation
+from adadpo.config import AdaDPOConfig, ScriptArguments, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSS_SPECS
-from adadpo.run_utils import parse_args
+from adadpo.recipe import parse_args
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

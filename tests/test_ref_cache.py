@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_run_args
 
-from adadpo.ref_cache import weights_fingerprint
-from adadpo.trainer import AdaDPOTrainer
+from adadpo.training.ref_cache import weights_fingerprint
+from adadpo.training.trainer import AdaDPOTrainer
 
 
 def _run(run_adadpo, model_dir, data, out, cache, **overrides):

@@ -23,11 +23,11 @@ from conftest import load_script, tiny_run_args
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from adadpo.checkpoint_state import NORMALIZER_FILE
-from adadpo.losses import preference_loss
-from adadpo.nonfinite import NonFiniteStepsError
-from adadpo.ref_cache import ReferenceLogpsCache
-from adadpo.trainer import AdaDPOTrainer
+from adadpo.losses import PreferenceLoss
+from adadpo.training.checkpointing import NORMALIZER_FILE
+from adadpo.training.nonfinite import NonFiniteStepsError
+from adadpo.training.ref_cache import ReferenceLogpsCache
+from adadpo.training.trainer import AdaDPOTrainer
 
 
 def train(run_adadpo, argv):
@@ -70,12 +70,13 @@ class StepCounter(TrainerCallback):
 
 
 def poisoned_loss(bad_calls: set[int], kind: str):
-    """`preference_loss` that returns a non-finite loss ("loss") or a finite loss whose gradient is NaN ("grad") on
-    the given calls (1-based; one call per optimizer step here: no gradient accumulation, no eval)."""
+    """`PreferenceLoss.__call__` that returns a non-finite loss ("loss") or a finite loss whose gradient is NaN
+    ("grad") on the given calls (1-based; one call per optimizer step here: no gradient accumulation, no eval)."""
     calls = itertools.count(1)
+    original = PreferenceLoss.__call__
 
-    def poisoned(*args, **kwargs):
-        out = preference_loss(*args, **kwargs)
+    def poisoned(self, **kwargs):
+        out = original(self, **kwargs)
         if next(calls) in bad_calls:
             if kind == "loss":
                 out.losses = out.losses * float("nan")
@@ -96,7 +97,7 @@ def test_nonfinite_step_is_skipped_with_warning_and_metric(
 ):
     snapshots = WeightSnapshots()
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type="simpo", max_steps=3)
-    with mock.patch("adadpo.trainer.preference_loss", poisoned_loss({2}, kind)), extra_callbacks(snapshots):
+    with mock.patch.object(PreferenceLoss, "__call__", poisoned_loss({2}, kind)), extra_callbacks(snapshots):
         trainer = train(run_adadpo, argv)
 
     after = snapshots.by_step
@@ -116,7 +117,7 @@ def test_nonfinite_steps_in_a_row_stop_with_a_clear_error(run_adadpo, tiny_model
         tiny_model_dir, pref_jsonl, out, loss_type="simpo", max_steps=6, save_steps=1, max_nonfinite_steps=2
     )
     with (
-        mock.patch("adadpo.trainer.preference_loss", poisoned_loss({2, 3, 4, 5, 6}, "loss")),
+        mock.patch.object(PreferenceLoss, "__call__", poisoned_loss({2, 3, 4, 5, 6}, "loss")),
         pytest.raises(NonFiniteStepsError, match=r"2 optimizer steps in a row .*`max_nonfinite_steps` = 2.*Lower"),
     ):
         train(run_adadpo, argv)
@@ -219,7 +220,7 @@ def _crash_in_normalizer_file(original):
             raise OSError("No space left on device (injected)")
         return original(path, payload)
 
-    return mock.patch("adadpo.checkpoint_state.write_json_atomic", crash)
+    return mock.patch("adadpo.training.checkpointing.write_json_atomic", crash)
 
 
 @pytest.mark.parametrize("where", ["transformers_save", "normalizer_file"])
@@ -227,7 +228,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
     run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, where
 ):
     """With `save_total_limit: 1` the old checkpoint may only go once the new one is complete."""
-    import adadpo.checkpoint_state
+    import adadpo.training.checkpointing
 
     out = tmp_path / "out"
     argv = tiny_run_args(
@@ -236,7 +237,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
     crash = (
         _crash_in_rng_state(AdaDPOTrainer._save_rng_state)
         if where == "transformers_save"
-        else _crash_in_normalizer_file(adadpo.checkpoint_state.write_json_atomic)
+        else _crash_in_normalizer_file(adadpo.training.checkpointing.write_json_atomic)
     )
     with crash, pytest.raises(OSError, match="injected"):
         train(run_adadpo, argv)
@@ -280,7 +281,7 @@ def test_crash_while_writing_the_reference_cache_keeps_the_previous_entry(tmp_pa
         f.write(b"PK\x03\x04 half an archive")
         raise OSError("No space left on device (injected)")
 
-    with mock.patch("adadpo.ref_cache.np.savez", torn_savez), pytest.raises(OSError, match="injected"):
+    with mock.patch("adadpo.training.ref_cache.np.savez", torn_savez), pytest.raises(OSError, match="injected"):
         cache.save("key", "train", *new)
     chosen, rejected = cache.load("key", "train", 3)  # the previous entry, unchanged
     np.testing.assert_array_equal(chosen, old[0])
@@ -294,7 +295,10 @@ def test_crash_while_writing_the_reference_cache_keeps_the_previous_entry(tmp_pa
             raise OSError("killed (injected)")
         return real_replace(src, dst)
 
-    with mock.patch("adadpo.ref_cache.os.replace", replace_data_only), pytest.raises(OSError, match="injected"):
+    with (
+        mock.patch("adadpo.io.os.replace", replace_data_only),
+        pytest.raises(OSError, match="injected"),
+    ):
         cache.save("key", "train", *new)
     assert cache.load("key", "train", 3) is None
 

@@ -107,7 +107,7 @@ def test_every_problem_is_reported_at_once_with_the_fix():
         )
     message = str(err.value)
     assert "did you mean `learning_rate`" in message
-    assert "use `dtype`" in message  # the renamed-key hint from adadpo.configs
+    assert "use `dtype`" in message  # the renamed-key hint from adadpo.config
     assert "`output_dir` is set by the sweep" in message
     assert "--no_shared_ref_cache" in message
     assert "`beta` is both a grid axis and a --set override" in message

@@ -192,8 +192,11 @@ def check_drop_fraction(before: int, after: int, source: str, split: str, reason
         )
 
 
-def get_preference_datasets(script_args, tokenizer=None, seed: int = 42) -> DatasetDict:
-    """Load, rename, validate and cap the train/test splits the recipe names; `seed` (the run's) draws the split."""
+def get_preference_datasets(
+    script_args, tokenizer=None, seed: int = 42, needs_reward_margin: bool = False
+) -> DatasetDict:
+    """Load, rename, validate and cap the train/test splits the recipe names; `seed` (the run's) draws the split.
+    `needs_reward_margin` (MADPO): derive `reward_margin` from reward-model scores where the data has only those."""
     raw = load_raw_datasets(script_args, seed)
     source = _source_name(script_args)
     out = {}
@@ -212,6 +215,8 @@ def get_preference_datasets(script_args, tokenizer=None, seed: int = 42) -> Data
                 f"{source} is conversational but the tokenizer has no chat template. Set `chat_template` in the "
                 "recipe (a Jinja template string), or use a tokenizer that ships one."
             )
+        if needs_reward_margin:
+            dataset = add_reward_margin(dataset)
         keep_cols = {"prompt", "chosen", "rejected", "reward_margin", "score_chosen", "score_rejected"}
         dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep_cols])
         out[split] = dataset
@@ -228,6 +233,16 @@ def add_reward_margin(dataset: Dataset) -> Dataset:
         "`madpo` needs a per-pair reward margin: add a `reward_margin` column, or `score_chosen` and `score_rejected` "
         f"columns (e.g. reward-model scores). Found columns {dataset.column_names}."
     )
+
+
+def check_tokenized(before: int, tokenized: Dataset, split: str, bos_token_id, max_length, max_drop_fraction: float):
+    """After TRL's tokenization (which drops rows whose prompt fills `max_length`): count what it dropped against
+    `max_drop_fraction`, and keep one BOS where a chat template and the tokenizer both add one."""
+    if "prompt_ids" not in tokenized.column_names:
+        return tokenized
+    reason = f"prompt of >= max_length={max_length} tokens"
+    check_drop_fraction(before, len(tokenized), "the tokenized data", split, reason, max_drop_fraction)
+    return drop_double_bos(tokenized, bos_token_id)
 
 
 def drop_double_bos(dataset, bos_token_id):

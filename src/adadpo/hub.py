@@ -10,6 +10,7 @@ from pathlib import Path
 import trl
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from adadpo.io import write_text_atomic
 from adadpo.losses import LOSS_SPECS
 
 
@@ -133,10 +134,7 @@ def _results_intro(state, checkpoint_step: int | None) -> str:
 
 
 def write_model_card(trainer, path: str) -> None:
-    card = build_model_card(trainer)
-    tmp = f"{path}.tmp"
-    card.save(tmp)
-    os.replace(tmp, path)
+    write_text_atomic(path, str(build_model_card(trainer)))
 
 
 HUB_SNAPSHOT_DIR = ".hub-push"  # output_dir/.hub-push/checkpoint-N: hard-linked copies of checkpoints being pushed

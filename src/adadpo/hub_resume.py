@@ -17,7 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from adadpo.hub import HubError, failure_reason, hub_api, hub_repo_id
 from adadpo.hub_checkpoints import LAST_CHECKPOINT
-from adadpo.run_utils import CHECKPOINT_STAGING_DIR
+from adadpo.training.checkpointing import CHECKPOINT_STAGING_DIR
 
 
 logger = logging.getLogger(__name__)

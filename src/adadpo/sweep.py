@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import functools
 import itertools
-import os
 import re
 import types
 import typing
@@ -52,7 +51,7 @@ def config_fields() -> dict[str, dataclasses.Field]:
     `trl` takes seconds to import and the grid parsing above does not need it)."""
     import trl
 
-    from adadpo.configs import AdaDPOConfig, ScriptArguments
+    from adadpo.config import AdaDPOConfig, ScriptArguments
 
     fields = {}
     for cls in (ScriptArguments, AdaDPOConfig, trl.ModelConfig):
@@ -68,7 +67,7 @@ def _field_kinds(field_type: Any) -> set[type]:
 
 
 def _unknown_key_message(key: str, known: list[str]) -> str:
-    from adadpo.configs import RENAMED_KEYS
+    from adadpo.config import RENAMED_KEYS
 
     if key in RENAMED_KEYS:
         return f"`{key}`: {RENAMED_KEYS[key]}"
@@ -192,11 +191,3 @@ def resolve_cell_recipe(
 def dump_recipe(recipe: dict[str, Any]) -> str:
     """YAML that reads back to the same values: PyYAML writes 5e-7 as `5.0e-07`, which YAML 1.1 reads as a float."""
     return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + rename, so an interrupted sweep never leaves half a recipe or results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from adadpo.sweep import config_fields, format_value, write_text_atomic
+from adadpo.io import write_text_atomic
+from adadpo.sweep import config_fields, format_value
 from adadpo.sweep_runs import FINISHED_MARKER, SweepPlan, load_state
 
 

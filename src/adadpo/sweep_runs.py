@@ -14,13 +14,13 @@ from typing import Any
 
 import yaml
 
+from adadpo.io import write_text_atomic
 from adadpo.sweep import (
     Cell,
     dump_recipe,
     expand_grid,
     resolve_cell_recipe,
     validate_and_normalize,
-    write_text_atomic,
 )
 from adadpo.sweep_parse import load_yaml_mapping
 

@@ -1,16 +1,20 @@
 """Preference losses: AdaDPO and its family as pure tensor functions (no models, no accelerate, no TRL).
 
-    from adadpo.losses import LOSSES, preference_loss
+    from adadpo.losses import LOSSES, PreferenceLoss, preference_loss
     out = preference_loss("adadpo", policy_chosen_logps=..., policy_rejected_logps=..., chosen_lengths=...,
                           rejected_lengths=..., ref_chosen_logps=..., ref_rejected_logps=..., beta=0.1)
     out.losses.mean().backward()
+
+    loss_fn = PreferenceLoss.from_config(args)   # a trainer builds the loss once (hyperparameters, state)
+    out = loss_fn(policy_chosen_logps=..., ..., training=True, gather=accelerator.gather)
 
 See docs/losses.md for every formula, hyperparameter default and the AdaDPO balance derivations.
 """
 
 from adadpo.losses.hparams import LOSS_HPARAM_DEFAULTS, validate_loss_hparams
+from adadpo.losses.loss import LOSS_SPECS, LOSSES, REFERENCE_FREE_LOSSES, PreferenceLoss, get_loss_spec
 from adadpo.losses.normalizer import AlphaMarginNormalizer
-from adadpo.losses.registry import LOSS_SPECS, LOSSES, REFERENCE_FREE_LOSSES, get_loss_spec, preference_loss
+from adadpo.losses.registry import preference_loss
 from adadpo.losses.types import LossOutput, LossSpec, PreferenceInputs
 
 
@@ -23,6 +27,7 @@ __all__ = [
     "LossOutput",
     "LossSpec",
     "PreferenceInputs",
+    "PreferenceLoss",
     "get_loss_spec",
     "preference_loss",
     "validate_loss_hparams",

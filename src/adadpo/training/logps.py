@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from adadpo.packing import check_packing_supported, is_packed_batch, uses_flash_varlen
+from adadpo.training.packing import is_packed_batch, uses_flash_varlen
 
 
 IGNORE_INDEX = -100
@@ -41,18 +41,6 @@ def unwrap_model(model):
     return model
 
 
-def _check_packed_forward_possible(model) -> None:
-    unwrapped = unwrap_model(model)
-    peft_config = getattr(unwrapped, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        raise ValueError(
-            f"padding_free=True cannot be used with the prompt-learning PEFT method {peft_config.peft_type}: its "
-            "virtual tokens are prepended to each packed row, not to each sequence. Use LoRA-style adapters or set "
-            "`padding_free: false`."
-        )
-    check_packing_supported(unwrapped.config._attn_implementation)
-
-
 def _fused_log_probs(model, **inputs) -> Tensor:
     outputs = model(**inputs, fused_lm_head=True, use_cache=False)
     log_probs = getattr(outputs, "log_probs", None)
@@ -76,7 +64,6 @@ def packed_shift_labels(input_ids: Tensor, completion_mask: Tensor, sequence_ids
 
 
 def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogps:
-    _check_packed_forward_possible(model)
     input_ids, position_ids, sequence_ids = batch["input_ids"], batch["position_ids"], batch["sequence_ids"]
     num_sequences = 2 * int(batch["num_pairs"])
     shift_labels = packed_shift_labels(input_ids, batch["completion_mask"], sequence_ids)

@@ -21,6 +21,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from adadpo.io import write_atomic, write_json_atomic
+
 
 logger = logging.getLogger(__name__)
 SAMPLES_PER_TENSOR = 1024
@@ -141,8 +143,8 @@ class ReferenceLogpsCache:
             "dtype": str(base.dtype),
             "attn_implementation": base.config._attn_implementation,
             "tokens": tokens_fingerprint(dataset),
-            "chat_template": hashlib.sha256(str(trainer._tokenizer.chat_template).encode()).hexdigest(),
-            "tokenizer": trainer._tokenizer.name_or_path,
+            "chat_template": hashlib.sha256(str(trainer.processing_class.chat_template).encode()).hexdigest(),
+            "tokenizer": trainer.processing_class.name_or_path,
             "max_length": args.max_length,
             "truncation_mode": args.truncation_mode,
             # the collator says whether sequences are packed: `args.padding_free` is switched off while TRL's
@@ -174,27 +176,15 @@ class ReferenceLogpsCache:
 
     def save(self, key: str, name: str, chosen: np.ndarray, rejected: np.ndarray) -> None:
         data_path, meta_path = self._paths(key, name)
-        os.makedirs(os.path.dirname(data_path), exist_ok=True)
-        for path, write in (
-            (data_path, lambda f: np.savez(f, ref_chosen_logps=chosen, ref_rejected_logps=rejected)),
-            (
-                meta_path,
-                lambda f: f.write(json.dumps({"rows": len(chosen), "checksum": _checksum(chosen, rejected)}).encode()),
-            ),
-        ):
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        write_atomic(data_path, lambda f: np.savez(f, ref_chosen_logps=chosen, ref_rejected_logps=rejected), True)
+        write_json_atomic(meta_path, {"rows": len(chosen), "checksum": _checksum(chosen, rejected)})
 
     def compute(self, trainer, dataset: Dataset, name: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """One pass of the reference over `dataset`, sharded across processes and gathered (in order)."""
         loader = trainer.accelerator.prepare(
             DataLoader(dataset, batch_size=batch_size, collate_fn=trainer.data_collator, shuffle=False)
         )
-        model = trainer._precompute_model()
+        model = trainer.precompute_model()
         chosen, rejected = [], []
         for batch in tqdm(
             loader, desc=f"Reference log-probs ({name})", disable=not trainer.accelerator.is_main_process

@@ -1,0 +1,165 @@
+"""Every use of a private API of TRL's `DPOTrainer` or transformers' `Trainer`, in one place.
+
+`TRLCompatTrainer` overrides the private methods and owns the toggles; `AdaDPOTrainer` subclasses it and implements
+only the public hooks at the top. Each seam says which TRL / transformers behaviour it relies on; `trl` is pinned to
+the minor we test (1.16) and `tests/training/test_trl_compat.py` fails, naming the seam, if an upgrade changes one.
+"""
+
+import contextlib
+import os
+
+from trl import DPOTrainer
+from trl.trainer import dpo_trainer as trl_dpo
+
+
+# TRL's module-level functions that `DPOTrainer.__init__` calls; swapped out for the duration of that call only.
+TRL_REFERENCE_LOADER = "create_model_from_path"  # loads the reference copy when `ref_model` is None
+TRL_WEIGHT_HASH = "hash_module"  # hashes every weight (16 GB for an 8B model) for TRL's own precompute cache
+
+
+@contextlib.contextmanager
+def _replaced(module, name: str, replacement):
+    """`module.name = replacement` inside the block. The seam: `DPOTrainer.__init__` looks these names up in its
+    module's globals at call time, and neither has a constructor argument or an overridable method."""
+    if not hasattr(module, name):
+        raise RuntimeError(f"trl.trainer.dpo_trainer.{name} is gone: this TRL is not the one adadpo supports (1.16)")
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+class TRLCompatTrainer(DPOTrainer):
+    """`DPOTrainer` with its private methods routed to public hooks and its init toggles explicit."""
+
+    # ---- Hooks for subclasses ------------------------------------------------------------------------------------
+
+    def compute_preference_loss(self, model, inputs, return_outputs: bool):
+        """The loss of one micro-batch (what TRL's `_compute_loss` computes)."""
+        raise NotImplementedError
+
+    def check_tokenized_dataset(self, dataset, tokenized, split: str, tokenizer, args):
+        """Checks after TRL's tokenization (`dataset` before, `tokenized` after); returns the dataset to train on.
+        Runs inside TRL's `__init__`, before transformers' `Trainer.__init__` sets `processing_class` and `args`."""
+        return tokenized
+
+    def precompute_reference(self, dataset, split: str, batch_size: int):
+        """Reference log-probs of a whole split as columns; None lets TRL compute them."""
+        return None
+
+    def extra_pair_columns(self) -> tuple[str, ...]:
+        """Dataset columns the collator needs beyond TRL's (TRL drops unused columns before collation)."""
+        return ()
+
+    def before_checkpoint(self) -> None:
+        """Checks before a checkpoint is written (e.g. refuse non-finite weights)."""
+
+    def save_extra_state(self, folder: str) -> None:
+        """Write what resume needs beyond transformers' checkpoint into the (staged) checkpoint folder."""
+
+    def after_checkpoint(self, folder: str) -> None:
+        """The checkpoint is complete on every process and renamed into place as `folder`."""
+
+    def load_extra_state(self, checkpoint: str) -> None:
+        """Restore what `save_extra_state` wrote."""
+
+    # ---- Construction ----------------------------------------------------------------------------------------------
+
+    def __init__(self, model, ref_model, args, *, load_reference: bool, trl_hash: bool, **kwargs):
+        """`load_reference=False`: no reference model is loaded (reference-free losses). `trl_hash=False`: skip TRL's
+        full-weight hash (only its own precompute cache uses it). TRL's `padding_free` is a no-op that warns (ours is
+        implemented by our collator and `sequence_logps`), so TRL sees it off during its init."""
+        packing = args.padding_free
+        args.padding_free = False
+        self._checkpoint_root = None
+        try:
+            with contextlib.ExitStack() as stack:
+                if not load_reference:
+                    stack.enter_context(_replaced(trl_dpo, TRL_REFERENCE_LOADER, lambda *a, **k: None))
+                if not trl_hash:
+                    stack.enter_context(_replaced(trl_dpo, TRL_WEIGHT_HASH, lambda module: "adadpo-ref-cache"))
+                super().__init__(model, ref_model=ref_model, args=args, **kwargs)
+        finally:
+            args.padding_free = packing
+        self.padding_free = packing  # TRL's init sets it from the (switched-off) argument
+
+    # ---- TRL: DPOTrainer private methods ---------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        # TRL 1.16: `compute_loss` delegates the whole loss computation to `_compute_loss(model, inputs,
+        # return_outputs)`, in training and (through `prediction_step`) in evaluation.
+        return self.compute_preference_loss(model, inputs, return_outputs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # TRL 1.16: called once per split in `__init__`; extracts implicit prompts, tokenizes into
+        # prompt_ids/chosen_ids/rejected_ids and drops rows whose prompt fills `max_length`.
+        tokenized = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)  # a processor wraps its tokenizer
+        return self.check_tokenized_dataset(dataset, tokenized, dataset_name, tokenizer, args)
+
+    def _set_signature_columns_if_needed(self):
+        # TRL 1.16: `_signature_columns` lists the columns `remove_unused_columns` keeps.
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self.extra_pair_columns()]))
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        # TRL 1.16: with `precompute_ref_log_probs`, called per split at the end of `__init__` (and by `evaluate`);
+        # returns the dataset with `ref_chosen_logps`/`ref_rejected_logps` columns.
+        computed = self.precompute_reference(dataset, name, batch_size)
+        return super()._precompute_ref_logps(dataset, name, batch_size) if computed is None else computed
+
+    def precompute_model(self):
+        """The model that computes precomputed reference log-probs: the reference, or the untrained policy. Under
+        DeepSpeed the policy is not prepared until `train` (ZeRO shards or offloads it): TRL 1.16 wraps it once in an
+        inference engine kept in `_precompute_engine`; reuse that, built the same way."""
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            if self._precompute_engine is None:
+                self._precompute_engine = trl_dpo.prepare_deepspeed(self.model, self.accelerator)
+            return self._precompute_engine
+        return self.ref_model or self.model
+
+    # ---- TRL: private state read by our metrics --------------------------------------------------------------------
+
+    def set_logged_metric(self, mode: str, key: str, value: float) -> None:
+        # TRL 1.16: `log` averages each list in `_metrics[mode]` into the logs, then clears them.
+        self._metrics[mode][key] = [value]
+
+    @property
+    def total_train_tokens(self) -> int:
+        # TRL 1.16: `_total_train_tokens`, the running count behind the `num_tokens` metric.
+        return self._total_train_tokens
+
+    @total_train_tokens.setter
+    def total_train_tokens(self, value: int) -> None:
+        self._total_train_tokens = value
+
+    # ---- transformers: Trainer private methods -----------------------------------------------------------------
+
+    def _get_output_dir(self, trial):
+        # transformers: `_save_checkpoint` writes `checkpoint-N` under `_get_output_dir(trial)`. While
+        # `_checkpoint_root` is set (`adadpo.training.checkpointing.atomic_checkpoint`), that is a staging folder.
+        return self._checkpoint_root or super()._get_output_dir(trial=trial)
+
+    def run_dir(self, trial=None) -> str:
+        """The run folder checkpoints are renamed into (never the staging folder)."""
+        return super()._get_output_dir(trial=trial)
+
+    def _save_checkpoint(self, model, trial):
+        # transformers: writes model, optimizer, scheduler, RNG and trainer state into `checkpoint-N` (TRL 1.16 adds
+        # a model card); called on every process.
+        from adadpo.training.checkpointing import atomic_checkpoint, checkpoint_dir
+
+        self.before_checkpoint()
+        with atomic_checkpoint(self, trial) as folder:  # written to a staging folder, renamed once complete
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                self.save_extra_state(folder)
+        self.after_checkpoint(checkpoint_dir(self, trial))
+
+    def _load_rng_state(self, checkpoint):
+        # transformers: called once when training resumes from `checkpoint` (skipped with `ignore_data_skip`).
+        super()._load_rng_state(checkpoint)
+        if checkpoint is not None and os.path.isdir(checkpoint):
+            self.load_extra_state(checkpoint)
