@@ -24,8 +24,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from adadpo.generation import BACKENDS, SamplingConfig, generate
-from adadpo.instructions import instruction_accuracy, load_prompts, pairwise_win_rate, win_loss_tie
+from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
+from adadpo.evaluation.instructions import instruction_accuracy, load_prompts, pairwise_win_rate, win_loss_tie
 from adadpo.io import write_text_atomic
 
 

@@ -6,7 +6,7 @@ conversational preference dataset (.jsonl or .parquet, optionally pushed to the 
     python scripts/generate_preferences.py --model_name_or_path my/sft-model --scorer reward_model \
         --reward_model_name_or_path RLHFlow/ArmoRM-Llama3-8B-v0.1 --trust_remote_code --output_path data/prefs.jsonl
 
-Prompts whose best and worst samples score the same are dropped (counted in the log): see `adadpo.scoring.select_pair`.
+Prompts whose best and worst samples score the same are dropped (counted in the log): see `adadpo.evaluation.scoring.select_pair`.
 """
 
 import json
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from adadpo.generation import BACKENDS, SamplingConfig, generate
-from adadpo.instructions import load_prompts
+from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
+from adadpo.evaluation.instructions import load_prompts
+from adadpo.evaluation.scoring import build_scorer, select_pair
 from adadpo.io import write_atomic, write_text_atomic
-from adadpo.scoring import build_scorer, select_pair
 
 
 logger = logging.getLogger("generate_preferences")

@@ -16,7 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters and CI have no display
 
-from adadpo.plotting import (  # noqa: E402
+from adadpo.plotting.grid import load_results, plot_metric_vs_beta  # noqa: E402
+from adadpo.plotting.runs import (  # noqa: E402
     GRAD_BALANCE_KEYS,
     load_run,
     plot_grad_balance,
@@ -24,7 +25,6 @@ from adadpo.plotting import (  # noqa: E402
     save_figure,
     series,
 )
-from adadpo.plotting_grid import load_results, plot_metric_vs_beta  # noqa: E402
 
 
 # Figure 3 metrics, in the order tried when --metric is not given (eval metrics exist only with an eval set).

@@ -17,9 +17,9 @@ from trl import ModelConfig, get_peft_config
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.data import get_preference_datasets
-from adadpo.hub import HubError, hub_repo_id, safe_push
-from adadpo.hub_checkpoints import CheckpointPusher
-from adadpo.hub_resume import HUB_RESUME, resume_from_hub
+from adadpo.hub.checkpoints import CheckpointPusher
+from adadpo.hub.push import HubError, hub_repo_id, safe_push
+from adadpo.hub.resume import HUB_RESUME, resume_from_hub
 from adadpo.io import write_json_atomic
 from adadpo.losses import LOSS_SPECS
 from adadpo.recipe import parse_args, save_resolved_config

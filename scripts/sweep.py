@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from adadpo.io import write_text_atomic
-from adadpo.sweep_parse import load_grid_file, parse_grid_tokens, parse_set_tokens
-from adadpo.sweep_results import write_results
-from adadpo.sweep_runs import (
+from adadpo.sweep.parse import load_grid_file, parse_grid_tokens, parse_set_tokens
+from adadpo.sweep.results import write_results
+from adadpo.sweep.runs import (
     Runner,
     build_launch_command,
     default_accelerate,

@@ -1,7 +1,7 @@
 """A local stand-in for the Hugging Face Hub: each repository is a folder under `root`. `LocalHub.api_class` is an
 `HfApi` subclass whose calls the project makes (create_repo, create_commit, upload_folder, list_repo_files,
 snapshot_download) read and write those folders instead of the network; tests install it with
-`monkeypatch.setattr(adadpo.hub, "HfApi", hub.api_class)`. Commits are all-or-nothing, like the Hub's, and
+`monkeypatch.setattr(adadpo.hub.push, "HfApi", hub.api_class)`. Commits are all-or-nothing, like the Hub's, and
 every commit is recorded (message, files, token) for the tests to inspect."""
 
 import os

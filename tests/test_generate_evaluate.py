@@ -11,8 +11,14 @@ from conftest import REPO_ROOT, load_script
 from transformers import LlamaConfig, LlamaForSequenceClassification
 from trl.data_utils import is_conversational
 
-from adadpo.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
-from adadpo.instructions import load_prompts, pairwise_win_rate, score_response, win_loss_tie, write_prompts_jsonl
+from adadpo.evaluation.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
+from adadpo.evaluation.instructions import (
+    load_prompts,
+    pairwise_win_rate,
+    score_response,
+    win_loss_tie,
+    write_prompts_jsonl,
+)
 from adadpo.testing import build_tiny_tokenizer, save_tiny_model
 
 

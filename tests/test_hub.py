@@ -20,7 +20,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adadpo.hub import HubPushError
+from adadpo.hub.push import HubPushError
 
 
 ENV_TOKEN = "hf_EnvTokenAbCdEfGh0123456789xyz"

@@ -1,5 +1,5 @@
 """Checkpoints pushed to the Hub during training (`hub_strategy`) and resume from the Hub, offline: every Hub call goes
-to `hub_standin.LocalHub`, a folder per repository, installed as `adadpo.hub.HfApi`.
+to `hub_standin.LocalHub`, a folder per repository, installed as `adadpo.hub.push.HfApi`.
 
 Run as a script, this file is the harness of the tests that train in other processes:
     [accelerate launch ...] tests/test_hub_checkpoints.py HUB_ROOT KILL_STEP <run_adadpo arguments>
@@ -30,10 +30,10 @@ from test_reliability_faults import StepCounter, assert_resumed_run_equals_unint
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 
-import adadpo.hub
-from adadpo import hub_checkpoints
-from adadpo.hub_checkpoints import MODEL_PATTERNS, CheckpointPusher
-from adadpo.hub_resume import HubResumeError, check_world_size
+import adadpo.hub.push
+from adadpo.hub import checkpoints as hub_checkpoints
+from adadpo.hub.checkpoints import MODEL_PATTERNS, CheckpointPusher
+from adadpo.hub.resume import HubResumeError, check_world_size
 
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -44,7 +44,7 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.
 def local_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
     hub = LocalHub(tmp_path / "hub")
-    monkeypatch.setattr(adadpo.hub, "HfApi", hub.api_class)
+    monkeypatch.setattr(adadpo.hub.push, "HfApi", hub.api_class)
     return hub
 
 
@@ -208,7 +208,7 @@ class LocalCheckpointHashes(TrainerCallback):
 
 
 def push_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "adadpo.hub_checkpoints" and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "adadpo.hub.checkpoints" and r.levelname == "WARNING"]
 
 
 @pytest.mark.parametrize(
@@ -370,7 +370,7 @@ def test_zero_shard_names_are_the_ones_deepspeed_writes():
 if __name__ == "__main__":
     hub_root, kill_step, run_argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     hub = LocalHub(hub_root)
-    adadpo.hub.HfApi = hub.api_class
+    adadpo.hub.push.HfApi = hub.api_class
 
     class KillAfterPush(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):

@@ -10,7 +10,7 @@ from conftest import REPO_ROOT
 
 pytest.importorskip("lm_eval", reason='IFEval needs the optional extra: pip install -e ".[eval]"')
 
-from adadpo.ifeval import (  # noqa: E402
+from adadpo.evaluation.ifeval import (  # noqa: E402
     METRICS,
     describe_unscored,
     is_heldout,

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from adadpo.instructions import (
+from adadpo.evaluation.instructions import (
     CONSTRAINT_TYPES,
     build_prompt_set,
     check_constraint,
@@ -21,8 +21,8 @@ from adadpo.instructions import (
     win_loss_tie,
     write_prompts_jsonl,
 )
-from adadpo.instructions.prompt_set import conflicts
-from adadpo.instructions.tasks import TASKS
+from adadpo.evaluation.instructions.prompt_set import conflicts
+from adadpo.evaluation.instructions.tasks import TASKS
 
 
 # type -> (constraint, [responses that meet it], [responses that do not])

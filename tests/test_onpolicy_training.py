@@ -6,7 +6,7 @@ import pytest
 from conftest import load_script, tiny_run_args
 from test_generate_evaluate import CONSTRAINTS, TASKS, gen_argv
 
-from adadpo.instructions import write_prompts_jsonl
+from adadpo.evaluation.instructions import write_prompts_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from matplotlib.colors import to_hex
 
-from adadpo.plotting import load_run, plot_grad_balance, plot_training_dynamics
-from adadpo.plotting_grid import plot_metric_vs_beta
+from adadpo.plotting.grid import plot_metric_vs_beta
+from adadpo.plotting.runs import load_run, plot_grad_balance, plot_training_dynamics
 
 
 ROOT = Path(__file__).resolve().parents[1]

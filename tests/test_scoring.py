@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 from transformers.utils import ModelOutput
 
-from adadpo.instructions import score_response
-from adadpo.scoring import RewardModelScorer, VerifierScorer, build_scorer, select_pair
+from adadpo.evaluation.instructions import score_response
+from adadpo.evaluation.scoring import RewardModelScorer, VerifierScorer, build_scorer, select_pair
 from adadpo.testing import build_tiny_tokenizer
 
 

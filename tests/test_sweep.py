@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adadpo.sweep import cell_name, config_fields, expand_grid, validate_and_normalize
-from adadpo.sweep_parse import parse_grid_tokens, parse_set_tokens
+from adadpo.sweep.grid import cell_name, config_fields, expand_grid, validate_and_normalize
+from adadpo.sweep.parse import parse_grid_tokens, parse_set_tokens
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,8 +265,8 @@ def test_slurm_writes_a_valid_array_script(tmp_path, recipe):
 @pytest.mark.slow
 def test_real_2x2_sweep_shares_one_reference_pass_and_plots(tmp_path, monkeypatch):
     """The real thing: accelerate launch + scripts/run_adadpo.py on the tiny model, lr x loss_type (dpo, adadpo)."""
-    from adadpo.plotting import load_run, plot_training_dynamics
-    from adadpo.sweep_runs import run_streaming
+    from adadpo.plotting.runs import load_run, plot_training_dynamics
+    from adadpo.sweep.runs import run_streaming
     from adadpo.testing import make_preference_rows, save_tiny_model, write_jsonl
 
     for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -336,7 +336,7 @@ def test_real_2x2_sweep_shares_one_reference_pass_and_plots(tmp_path, monkeypatc
 
 
 def test_run_streaming_tees_output_and_returns_the_exit_code(tmp_path, capfd):
-    from adadpo.sweep_runs import run_streaming
+    from adadpo.sweep.runs import run_streaming
 
     script = "import sys; print('step 1'); sys.stderr.write('bar 50%\\rbar 100%\\n'); sys.exit(3)"
     log = tmp_path / "logs" / "cell.log"
@@ -346,7 +346,7 @@ def test_run_streaming_tees_output_and_returns_the_exit_code(tmp_path, capfd):
 
 
 def test_strategy_names_are_not_read_as_booleans():
-    from adadpo.sweep_parse import parse_value
+    from adadpo.sweep.parse import parse_value
 
     assert parse_value("no") == "no" and parse_value("off") == "off"
     assert parse_value("true") is True and parse_value("False") is False

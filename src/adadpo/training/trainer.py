@@ -17,8 +17,8 @@ from trl.trainer.utils import use_adapter
 
 from adadpo.config import AdaDPOConfig
 from adadpo.data import check_tokenized
-from adadpo.hub import write_model_card
-from adadpo.hub_checkpoints import CheckpointPusher
+from adadpo.hub.card import write_model_card
+from adadpo.hub.checkpoints import CheckpointPusher
 from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, DataCollatorForPackedPreference, PreferenceCollator

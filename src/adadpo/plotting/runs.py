@@ -3,7 +3,7 @@
 - Figure 2: training dynamics, four panels over steps: loss, reward accuracy, beta*KL margin
   beta*[(log pi_w - log ref_w) - (log pi_l - log ref_l)], reward margin; one line per run, line style by loss,
   colour by beta.
-- Figure 3 (in `adadpo.plotting_grid`): a final metric against log10(beta) per loss, plus the AdaDPO - DPO
+- Figure 3 (in `adadpo.plotting.grid`): a final metric against log10(beta) per loss, plus the AdaDPO - DPO
   difference at matching (beta, lr).
 - The gradient-balance ratio |dL/dP_w| / |dL/dP_l| over steps: AdaDPO holds it at 1, DPO's drifts below 1.
 
@@ -80,7 +80,7 @@ def load_run(run_dir: str | Path) -> Run:
             "saves the model; a run that has not saved yet has none)."
         )
     recipe = _run_recipe(run_dir)
-    from adadpo.sweep import config_fields  # lazily: only for keys a recipe leaves at their default
+    from adadpo.sweep.grid import config_fields  # lazily: only for keys a recipe leaves at their default
 
     def value(key):
         return recipe[key] if key in recipe else config_fields()[key].default

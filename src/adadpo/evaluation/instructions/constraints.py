@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adadpo.instructions import verifiers
+from adadpo.evaluation.instructions import verifiers
 
 
 @dataclass(frozen=True)

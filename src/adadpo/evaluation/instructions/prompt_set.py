@@ -8,8 +8,8 @@ Each prompt is `{"id", "prompt", "constraints": [{"type", ...params}], "split": 
 import random
 from typing import Any
 
-from adadpo.instructions.constraints import CONSTRAINT_TYPES, describe_constraint, validate_constraint
-from adadpo.instructions.tasks import HELDOUT_EVERY, TASKS
+from adadpo.evaluation.instructions.constraints import CONSTRAINT_TYPES, describe_constraint, validate_constraint
+from adadpo.evaluation.instructions.tasks import HELDOUT_EVERY, TASKS
 
 
 PROMPTS_PER_TASK = 8

@@ -1,7 +1,7 @@
 """Verifiable-instruction prompts: constraint types with verifier functions, the built-in 400-prompt set with a
 fixed train/held-out split, prompt loading, and the accuracy / win-rate metrics used by `scripts/evaluate.py`."""
 
-from adadpo.instructions.constraints import (
+from adadpo.evaluation.instructions.constraints import (
     CONSTRAINT_TYPES,
     ConstraintType,
     check_constraint,
@@ -10,9 +10,9 @@ from adadpo.instructions.constraints import (
     score_response,
     validate_constraint,
 )
-from adadpo.instructions.loading import load_prompts, write_prompts_jsonl
-from adadpo.instructions.metrics import instruction_accuracy, pairwise_win_rate, win_loss_tie
-from adadpo.instructions.prompt_set import build_prompt_set, load_instruction_prompts, validate_prompt
+from adadpo.evaluation.instructions.loading import load_prompts, write_prompts_jsonl
+from adadpo.evaluation.instructions.metrics import instruction_accuracy, pairwise_win_rate, win_loss_tie
+from adadpo.evaluation.instructions.prompt_set import build_prompt_set, load_instruction_prompts, validate_prompt
 
 
 __all__ = [

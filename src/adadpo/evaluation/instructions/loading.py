@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adadpo.instructions.prompt_set import load_instruction_prompts, validate_prompt
+from adadpo.evaluation.instructions.prompt_set import load_instruction_prompts, validate_prompt
 
 
 BUILTIN_PREFIX = "instructions:"

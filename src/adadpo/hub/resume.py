@@ -15,8 +15,8 @@ import tempfile
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from adadpo.hub import HubError, failure_reason, hub_api, hub_repo_id
-from adadpo.hub_checkpoints import LAST_CHECKPOINT
+from adadpo.hub.checkpoints import LAST_CHECKPOINT
+from adadpo.hub.push import HubError, failure_reason, hub_api, hub_repo_id
 from adadpo.training.checkpointing import CHECKPOINT_STAGING_DIR
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from adadpo.io import write_text_atomic
-from adadpo.sweep import config_fields, format_value
-from adadpo.sweep_runs import FINISHED_MARKER, SweepPlan, load_state
+from adadpo.sweep.grid import config_fields, format_value
+from adadpo.sweep.runs import FINISHED_MARKER, SweepPlan, load_state
 
 
 # Identify a run in plots and tables even when they are not grid axes.

@@ -1,6 +1,6 @@
 """Figure 3 of the AdaDPO paper (Chen et al. 2026, arXiv:2605.28440) from a sweep's `results.csv`: a final metric
 against log10(beta), one line per (loss, learning rate), and Ada-X minus X at the same (beta, learning rate).
-Line styles and colours match `adadpo.plotting`'s training-dynamics figures."""
+Line styles and colours match `adadpo.plotting.runs`' training-dynamics figures."""
 
 import csv
 import math
@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from adadpo.plotting import loss_linestyles, value_colors
+from adadpo.plotting.runs import loss_linestyles, value_colors
 
 
 def base_loss(loss: str) -> str | None:

@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 
 from adadpo.io import write_text_atomic
-from adadpo.sweep import (
+from adadpo.sweep.grid import (
     Cell,
     dump_recipe,
     expand_grid,
     resolve_cell_recipe,
     validate_and_normalize,
 )
-from adadpo.sweep_parse import load_yaml_mapping
+from adadpo.sweep.parse import load_yaml_mapping
 
 
 FINISHED_MARKER = "all_results.json"  # run_adadpo.py writes it last, after the model is saved

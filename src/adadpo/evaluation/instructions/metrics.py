@@ -4,7 +4,7 @@ pairwise win rate under the verifier score)."""
 import math
 from typing import Any
 
-from adadpo.instructions.constraints import check_constraints
+from adadpo.evaluation.instructions.constraints import check_constraints
 
 
 def instruction_accuracy(prompts: list[dict[str, Any]], responses: list[str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Hyperparameter grids over a recipe: validate the grid, name the cells, resolve each cell's recipe. Reading the
-grid from the command line or a file is `adadpo.sweep_parse`; planning, launching and running the cells is
-`adadpo.sweep_runs`; collecting their metrics `adadpo.sweep_results`.
+grid from the command line or a file is `adadpo.sweep.parse`; planning, launching and running the cells is
+`adadpo.sweep.runs`; collecting their metrics `adadpo.sweep.results`.
 
 A cell's recipe = base recipe + `--set` overrides + the cell's grid values + `output_dir: <sweep_dir>/<cell>`, and,
 so that every cell reuses one reference pass, `precompute_ref_log_probs: true` with a shared `ref_logps_cache_dir`.

@@ -1,6 +1,6 @@
 """Scorers: one small interface for ranking sampled responses, plus best-vs-worst pair selection.
 
-- `VerifierScorer`: the fraction of a prompt's verifiable constraints that a response meets (`adadpo.instructions`).
+- `VerifierScorer`: the fraction of a prompt's verifiable constraints that a response meets (`adadpo.evaluation.instructions`).
 - `RewardModelScorer`: an `AutoModelForSequenceClassification` reward model applied to the chat-templated
   (prompt, response) conversation. Models whose output carries a `.score` field (ArmoRM, RLHFlow/
   ArmoRM-Llama3-8B-v0.1, whose custom head mixes 19 objective rewards with a prompt-conditioned gating network and
@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from adadpo.instructions import score_response
+from adadpo.evaluation.instructions import score_response
 
 
 class Scorer(Protocol):

@@ -1,5 +1,5 @@
 """Reading a sweep's grid and fixed overrides: `--grid key=v1,v2` and `--set key=value` tokens, a YAML grid file,
-a YAML recipe. Values are read as YAML reads them; `adadpo.sweep.validate_and_normalize` then checks them against
+a YAML recipe. Values are read as YAML reads them; `adadpo.sweep.grid.validate_and_normalize` then checks them against
 the config classes."""
 
 from pathlib import Path
