@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
-from adadpo.data import get_preference_datasets
+from adadpo.data import dataset_names, get_preference_datasets
 from adadpo.hub.checkpoints import CheckpointPusher
 from adadpo.hub.push import HubError, hub_repo_id, safe_push
 from adadpo.hub.resume import HUB_RESUME, resume_from_hub
@@ -95,7 +95,7 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         peft_config=get_peft_config(model_args),
         max_drop_fraction=script_args.max_drop_fraction,
         launch_command=_launch_command(argv, training_args.world_size),
-        dataset_names=_dataset_names(script_args),
+        dataset_names=dataset_names(script_args),
         hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
     )
 
@@ -142,12 +142,6 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         )
         logger.info("Pushed %s to the Hub repo %s", training_args.output_dir, repo_id)
     return trainer
-
-
-def _dataset_names(script_args: ScriptArguments) -> list[str]:
-    if script_args.dataset_mixture is not None:
-        return [entry["path"] for entry in script_args.dataset_mixture["datasets"]]
-    return [script_args.dataset_name]
 
 
 def _launch_command(argv, world_size: int) -> str:

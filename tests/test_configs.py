@@ -81,7 +81,7 @@ def test_reference_free_loss_warns_that_reference_options_are_ignored(tmp_path):
 def test_renamed_recipe_keys_get_a_hint(tmp_path, key, hint):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", key: 1}))
-    with pytest.raises(ValueError, match=f"{key}: .*{hint}"):
+    with pytest.raises(ValueError, match=f"`{key}`: .*{hint}"):
         parse_args(["--config", str(recipe), "--output_dir", str(tmp_path)])
 
 

@@ -54,12 +54,12 @@ BAD_INPUTS = {
         {"model_name_or_path": "./no/such/model"}, None, FileNotFoundError,
         r"Model folder './no/such/model' does not exist\. Fix `model_name_or_path`",
     ),
-    "unknown_loss_type": ({"loss_type": "adpo"}, None, ValueError, r"Unknown `loss_type` 'adpo'\. Choose one of: .*adadpo"),
+    "unknown_loss_type": ({"loss_type": "adpo"}, None, ValueError, r"unknown loss 'adpo' \(`loss_type`\); registered losses are: .*adadpo"),
     "global_batch_not_divisible": (
         {"global_batch_size": 5}, None, ValueError, r"`global_batch_size` \(5\) must be a positive multiple",
     ),
     "beta_not_positive": ({"beta": 0.0}, None, ValueError, "beta"),
-    "unknown_recipe_key": ({}, "recipe", ValueError, r"torch_dtype: use `dtype`"),
+    "unknown_recipe_key": ({}, "recipe", ValueError, r"`torch_dtype`: use `dtype`"),
     "missing_columns": ({}, _missing_columns, ValueError, r"no \['chosen', 'rejected'\] column\(s\); found .*good"),
     "wrong_roles": ({}, _wrong_roles, ValueError, r"row 7: `chosen` must start with an assistant message"),
     "prompts_longer_than_max_length": (

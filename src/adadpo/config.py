@@ -8,34 +8,25 @@ from typing import Any
 
 import trl
 
-from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSS_SPECS, validate_loss_hparams
+from adadpo.losses import LOSS_HPARAM_DEFAULTS, get_loss_spec, validate_loss_hparams
 
 
 _DEFAULTS = LOSS_HPARAM_DEFAULTS
 
 
-# Recipe keys people carry over from older TRL / alignment-handbook recipes, and what to write instead.
-RENAMED_KEYS = {
-    "torch_dtype": "use `dtype` (transformers 5 renamed it)",
-    "max_prompt_length": "remove it: TRL 1.x truncates prompt+completion together with `max_length`",
-    "warmup_ratio": "use `warmup_steps: 0.1` (a float in [0, 1) is a ratio of total steps in transformers 5)",
-    "dataset_splits": "use `dataset_train_split` / `dataset_test_split`, or `dataset_mixture` with `test_split_size`",
-    "gamma_beta_ratio": "use `simpo_gamma` (gamma itself, not gamma/beta)",
-    "gamma": "use `simpo_gamma`",
-    "ln": "length normalisation is part of each loss; pick `loss_type` instead",
-    "rpo_alpha": "use `sft_weight` (SimPO/alpha-DPO) or `cpo_alpha` (CPO)",
-    "model_init_kwargs": None,  # valid, listed so the hint table stays exhaustive for known keys
-}
-RENAMED_KEYS = {k: v for k, v in RENAMED_KEYS.items() if v is not None}
+def number_from_text(name: str, text: str) -> float:
+    """YAML 1.1 reads `5e-7` (no dot) as a string: the number it means, or an error naming the key. The one place
+    that turns recipe text into numbers (configs here, sweep grids in `adadpo.sweep.grid`)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"`{name}` must be a number, got the string {text!r}. Write floats as `5.0e-7`.") from None
 
 
 def _coerce_float(name: str, value: Any) -> Any:
-    """YAML 1.1 reads `5e-7` (no dot) as a string. Coerce numeric strings with a warning; never train on a string."""
+    """Coerce numeric strings with a warning; never train on a string."""
     if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"`{name}` must be a number, got the string {value!r}.") from None
+        number = number_from_text(name, value)
         warnings.warn(
             f"`{name}` was read as the string {value!r} (YAML reads `5e-7` as text; write `5.0e-7`). Using {number}.",
             stacklevel=3,
@@ -186,10 +177,7 @@ class AdaDPOConfig(trl.DPOConfig):
             if len(self.loss_type) != 1:
                 raise ValueError(f"`loss_type` names one loss, got {self.loss_type}.")
             self.loss_type = self.loss_type[0]
-        if self.loss_type not in LOSS_SPECS:
-            raise ValueError(
-                f"Unknown `loss_type` {self.loss_type!r}. Choose one of: {', '.join(sorted(LOSS_SPECS))}."
-            )
+        spec = get_loss_spec(self.loss_type)  # an unknown name raises, listing every loss
         for name in ("eval_strategy", "save_strategy", "logging_strategy"):
             if getattr(self, name) is False:  # YAML 1.1 reads an unquoted `no` as false
                 setattr(self, name, "no")
@@ -201,7 +189,6 @@ class AdaDPOConfig(trl.DPOConfig):
         validate_loss_hparams(self.loss_hparams)
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"`max_nonfinite_steps` must be >= 1, got {self.max_nonfinite_steps}.")
-        spec = LOSS_SPECS[self.loss_type]
         if not spec.needs_reference and (self.precompute_ref_log_probs or self.ref_logps_cache_dir):
             warnings.warn(
                 f"`{self.loss_type}` is reference-free: `precompute_ref_log_probs` / `ref_logps_cache_dir` are "

@@ -88,12 +88,16 @@ def load_raw_datasets(script_args, seed: int = 42) -> DatasetDict:
     return DatasetDict(splits)
 
 
-def _source_name(script_args) -> str:
+def dataset_names(script_args) -> list[str]:
+    """The datasets a recipe trains on, as the model card and error messages name them."""
     if script_args.dataset_mixture is not None:
-        return (
-            "dataset_mixture(" + ", ".join(d.get("path", "?") for d in script_args.dataset_mixture["datasets"]) + ")"
-        )
-    return str(script_args.dataset_name)
+        return [str(entry.get("path", "?")) for entry in script_args.dataset_mixture["datasets"]]
+    return [str(script_args.dataset_name)]
+
+
+def _source_name(script_args) -> str:
+    names = ", ".join(dataset_names(script_args))
+    return f"dataset_mixture({names})" if script_args.dataset_mixture is not None else names
 
 
 def _completion_text(value) -> str:

@@ -1,14 +1,16 @@
 """Command-line parsing for `run_adadpo.py` (recipe + overrides, with hints for renamed keys) and run-folder I/O."""
 
 import dataclasses
+import difflib
 import enum
+import functools
 import os
 from pathlib import Path
 
 import yaml
 from trl import ModelConfig, TrlParser
 
-from adadpo.config import RENAMED_KEYS, AdaDPOConfig, ScriptArguments
+from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.io import write_text_atomic
 
 
@@ -17,20 +19,43 @@ RESOLVED_CONFIG_NAME = "adadpo_config.yaml"
 SECRET_FIELDS = {"hub_token"}
 
 
-def known_fields() -> set[str]:
-    return {f.name for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)}
+# Recipe keys people carry over from older TRL / alignment-handbook recipes, and what to write instead.
+RENAMED_KEYS = {
+    "torch_dtype": "use `dtype` (transformers 5 renamed it)",
+    "max_prompt_length": "remove it: TRL 1.x truncates prompt+completion together with `max_length`",
+    "warmup_ratio": "use `warmup_steps: 0.1` (a float in [0, 1) is a ratio of total steps in transformers 5)",
+    "dataset_splits": "use `dataset_train_split` / `dataset_test_split`, or `dataset_mixture` with `test_split_size`",
+    "gamma_beta_ratio": "use `simpo_gamma` (gamma itself, not gamma/beta)",
+    "gamma": "use `simpo_gamma`",
+    "ln": "length normalisation is part of each loss; pick `loss_type` instead",
+    "rpo_alpha": "use `sft_weight` (SimPO/alpha-DPO) or `cpo_alpha` (CPO)",
+    "model_init_kwargs": None,  # valid, listed so the hint table stays exhaustive for known keys
+}
+RENAMED_KEYS = {k: v for k, v in RENAMED_KEYS.items() if v is not None}
+
+
+@functools.lru_cache(maxsize=1)
+def config_fields() -> dict[str, dataclasses.Field]:
+    """Every recipe key `run_adadpo.py` accepts: the fields of its three config dataclasses."""
+    return {f.name: f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)}
+
+
+def unknown_key_message(key: str) -> str:
+    """What to write instead of an unknown recipe key: the rename, else the closest field, else that it is none."""
+    if key in RENAMED_KEYS:
+        return f"`{key}`: {RENAMED_KEYS[key]}"
+    close = difflib.get_close_matches(key, sorted(config_fields()), n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return f"`{key}` is not a field of ScriptArguments, AdaDPOConfig or ModelConfig{hint}"
 
 
 def check_recipe_keys(recipe: dict, source: str) -> None:
     """Unknown keys fail with every offender listed and, for keys renamed upstream, what to write instead."""
-    unknown = [key for key in recipe if key not in known_fields() and key != "env"]
-    if not unknown:
-        return
-    lines = [
-        f"  - {key}: " + RENAMED_KEYS.get(key, "not a field of ScriptArguments, AdaDPOConfig or ModelConfig")
-        for key in unknown
-    ]
-    raise ValueError(f"Unknown key(s) in {source}:\n" + "\n".join(lines))
+    unknown = [key for key in recipe if key not in config_fields() and key != "env"]
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) in {source}:\n" + "\n".join(f"  - {unknown_key_message(k)}" for k in unknown)
+        )
 
 
 def parse_args(argv: list[str] | None = None):

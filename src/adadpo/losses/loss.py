@@ -34,7 +34,7 @@ _NORMALIZER_HPARAMS = ("alpha_dpo_momentum",)
 def get_loss_spec(name: str) -> LossSpec:
     """The registry entry for `name`; unknown names raise a ValueError listing every registered loss."""
     if name not in LOSS_SPECS:
-        raise ValueError(f"unknown loss {name!r}; registered losses are: {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {name!r} (`loss_type`); registered losses are: {', '.join(LOSSES)}")
     return LOSS_SPECS[name]
 
 

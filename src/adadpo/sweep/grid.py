@@ -7,8 +7,6 @@ so that every cell reuses one reference pass, `precompute_ref_log_probs: true` w
 """
 
 import dataclasses
-import difflib
-import functools
 import itertools
 import re
 import types
@@ -33,8 +31,6 @@ KEY_ALIASES = {
     "gradient_accumulation_steps": "ga",
     "adadpo_clip": "clip",
 }
-# A float YAML 1.1 reads as text: `5e-7`, `1E+3` (no dot before the exponent).
-_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -45,18 +41,12 @@ class Cell:
     overrides: dict[str, Any]
 
 
-@functools.lru_cache(maxsize=1)
 def config_fields() -> dict[str, dataclasses.Field]:
-    """Every recipe key `run_adadpo.py` accepts: the fields of its three config dataclasses (imported lazily:
-    `trl` takes seconds to import and the grid parsing above does not need it)."""
-    import trl
+    """Every recipe key (`adadpo.recipe.config_fields`), imported lazily: `trl` takes seconds to import and the grid
+    parsing above does not need it."""
+    from adadpo.recipe import config_fields as recipe_fields
 
-    from adadpo.config import AdaDPOConfig, ScriptArguments
-
-    fields = {}
-    for cls in (ScriptArguments, AdaDPOConfig, trl.ModelConfig):
-        fields.update({f.name: f for f in dataclasses.fields(cls)})
-    return fields
+    return recipe_fields()
 
 
 def _field_kinds(field_type: Any) -> set[type]:
@@ -64,15 +54,6 @@ def _field_kinds(field_type: Any) -> set[type]:
     if typing.get_origin(field_type) in (typing.Union, types.UnionType):
         return {arg for arg in typing.get_args(field_type) if arg is not type(None)}
     return {field_type}
-
-
-def _unknown_key_message(key: str, known: list[str]) -> str:
-    from adadpo.config import RENAMED_KEYS
-
-    if key in RENAMED_KEYS:
-        return f"`{key}`: {RENAMED_KEYS[key]}"
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"`{key}` is not a config field" + (f" (did you mean `{close[0]}`?)" if close else "")
 
 
 def normalize_value(key: str, value: Any, field: dataclasses.Field) -> Any:
@@ -84,8 +65,11 @@ def normalize_value(key: str, value: Any, field: dataclasses.Field) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"`{key}` must be true or false, got {value!r}.")
         return value
-    if isinstance(value, str) and _FLOAT_TEXT.match(value):
-        return float(value) if float in kinds else int(float(value))
+    if isinstance(value, str):
+        from adadpo.config import number_from_text
+
+        number = number_from_text(key, value)
+        return number if float in kinds else int(number)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"`{key}` must be a number, got {value!r}. Write floats as `5.0e-7`.")
     return value
@@ -97,7 +81,6 @@ def validate_and_normalize(
     """Check every key against the config dataclasses and every value against its field type; collect all
     problems into one error so a user fixes them in one go. Returns normalized copies (numbers as numbers)."""
     fields = config_fields()
-    known = sorted(fields)
     managed = SWEEP_KEYS + (REF_CACHE_KEYS if shared_ref_cache else ())
     problems = []
     if not grid:
@@ -105,7 +88,9 @@ def validate_and_normalize(
     for source, keys in (("recipe", recipe), ("--set", overrides), ("grid", grid)):
         for key in keys:
             if key not in fields and not (source == "recipe" and key == "env"):
-                problems.append(f"{source}: {_unknown_key_message(key, known)}")
+                from adadpo.recipe import unknown_key_message
+
+                problems.append(f"{source}: {unknown_key_message(key)}")
             elif source != "recipe" and key in managed:
                 hint = " (pass --no_shared_ref_cache to manage it yourself)" if key in REF_CACHE_KEYS else ""
                 problems.append(f"{source}: `{key}` is set by the sweep for every cell{hint}")
@@ -134,12 +119,14 @@ def validate_and_normalize(
             "`--set push_to_hub=false` (push the best cell afterwards), or drop hub_model_id so each cell pushes to "
             "a repo named after its output folder."
         )
-    from adadpo.losses import LOSS_SPECS
+    from adadpo.losses import get_loss_spec
 
-    loss_types = [overrides.get("loss_type", recipe.get("loss_type")), *grid.get("loss_type", [])]
-    unknown = [loss for loss in loss_types if isinstance(loss, str) and loss not in LOSS_SPECS]
-    if unknown:
-        raise ValueError(f"Invalid sweep: unknown loss_type {unknown}; choose from {', '.join(LOSS_SPECS)}.")
+    for loss in [overrides.get("loss_type", recipe.get("loss_type")), *grid.get("loss_type", [])]:
+        if isinstance(loss, str):
+            try:
+                get_loss_spec(loss)
+            except ValueError as err:
+                raise ValueError(f"Invalid sweep: {err}") from None
     return recipe, grid, overrides
 
 
