@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """Does AdaDPO beat DPO on a real model, offline? (`make bench-quality`)
 
-1. Sample on-policy pairs from SmolLM2-135M-Instruct for the train split of the verifiable-instruction prompts,
-   ranked by the programmatic verifiers (`scripts/generate_preferences.py`).
+1. Sample on-policy pairs from SmolLM2-135M-Instruct for the train half of IFEval's prompts (the fixed split by key
+   in `adadpo.evaluation.ifeval`), ranked by IFEval's checkers from lm-eval (`scripts/generate_preferences.py`).
 2. Train `dpo` and `adadpo` on them with identical settings and seed (`scripts/run_adadpo.py`, accelerate, CPU).
-3. Evaluate base, DPO and AdaDPO on the held-out prompts (`scripts/evaluate.py`, greedy): instruction accuracy,
-   win rate vs base under the verifier score, mean response length.
+3. Evaluate base, DPO and AdaDPO on IFEval's held-out half (`scripts/evaluate.py`, greedy): IFEval's four numbers
+   (prompt / instruction level, strict / loose), wins / losses / ties vs base, mean response length.
 4. Print one table and write it to `bench/results/quality/quality.json` and `.md`.
 
-    python bench/quality.py            # full: 41 min on 2 idle CPU cores (2026-11-23), budget < 60 min
+The held-out half is not the leaderboard protocol (all 541 prompts): compare these numbers across the three models,
+not with published IFEval scores. IFEval data: `--ifeval_data` (default `../shared/data/ifeval_input_data.jsonl`).
+
+    python bench/quality.py            # full: ~45 min on 2 idle CPU cores (sizing below), budget < 60 min
     python bench/quality.py --quick    # a few minutes, same pipeline, tiny sizes
 """
 
@@ -25,17 +28,20 @@ from pathlib import Path
 import yaml
 
 from adadpo.demo import prepare_smollm2
+from adadpo.evaluation.ifeval import METRICS
 
 
 ROOT = Path(__file__).resolve().parents[1]
+IFEVAL_FILE = ROOT.parent / "shared" / "data" / "ifeval_input_data.jsonl"
 SIZES = {
-    # train prompts (None: all 320), samples per prompt, sampling tokens, pairs trained on, pairs held out for the
-    # final reward accuracy / margin, held-out prompts (None: all 80), eval tokens, epochs
+    # train prompts (None: all of IFEval's train half that can be scored here), samples per prompt, sampling tokens,
+    # pairs trained on, pairs held out for the final reward accuracy / margin, held-out prompts (None: the whole
+    # held-out half), eval tokens, epochs.
     # CPU decoding is latency-bound (~0.5-1 s per step for SmolLM2-135M on 2 cores), so prompts are batched wide
-    # (32 per batch: ~1.9 s per prompt for 4 samples); training costs ~3 s per pair per epoch per loss.
-    # About half the prompts give a pair (the rest are ties: every sample meets the same constraints). The full size
-    # took 16.5 min with 160 prompts and 1 epoch (86 pairs, 6 steps), too little training for the policy to leave the
-    # reference, so beta_w stayed at beta and DPO = AdaDPO; it now uses every train prompt and 2 epochs (41 min).
+    # (32 per batch: ~1.9 s per prompt for 4 samples); training costs ~3 s per pair per epoch per loss. The previous
+    # (own-prompt) version took 41 min for 320 prompts, 175 pairs and 80 held-out prompts at 96 tokens; IFEval's
+    # halves are 275 / 266 prompts (242 / 234 scorable without NLTK's punkt), and evaluating 266 prompts x 3 models
+    # at 128 tokens costs ~8 min, so the sizes below land near 45 min.
     "full": {
         "train_prompts": None,
         "num_samples": 4,
@@ -43,11 +49,11 @@ SIZES = {
         "max_pairs": 320,
         "eval_pairs": 16,
         "eval_prompts": None,
-        "eval_tokens": 96,
+        "eval_tokens": 128,
         "epochs": 2,
     },
     "quick": {
-        "train_prompts": 24,
+        "train_prompts": 48,
         "num_samples": 2,
         "gen_tokens": 48,
         "max_pairs": 16,
@@ -129,6 +135,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument(
+        "--ifeval_data", default=str(IFEVAL_FILE), help="IFEval's prompts: a local .jsonl or google/IFEval"
+    )
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     out = args.out / ("quick" if args.quick else "full")
@@ -141,7 +150,8 @@ def main(argv=None) -> dict:
     if not prefs.exists():
         gen_args = [
             f"--model_name_or_path={model_dir}",
-            "--prompts=instructions:train",
+            "--prompts=ifeval:train",
+            f"--ifeval_data={args.ifeval_data}",
             f"--output_path={prefs}",
             f"--num_samples={size['num_samples']}",
             f"--max_new_tokens={size['gen_tokens']}",
@@ -171,7 +181,8 @@ def main(argv=None) -> dict:
         "base",
         "dpo",
         "adadpo",
-        "--prompts=instructions:heldout",
+        "--prompts=ifeval:heldout",
+        f"--ifeval_data={args.ifeval_data}",
         f"--max_new_tokens={size['eval_tokens']}",
         "--batch_size=40",
         "--dtype=float32",
@@ -187,8 +198,7 @@ def main(argv=None) -> dict:
         rows.append(
             {
                 "model": model["name"],
-                "prompt_accuracy": model.get("prompt_level_accuracy"),
-                "constraint_accuracy": model.get("constraint_level_accuracy"),
+                **{metric: model["ifeval"][metric] for metric in METRICS},
                 "win_rate_vs_base": model.get("win_rate_vs_base"),
                 "wins_losses_ties_vs_base": "/".join(str(model[f"{k}_vs_base"]) for k in ("wins", "losses", "ties")),
                 "sign_test_p_vs_base": model["sign_test_p_vs_base"],
@@ -205,6 +215,8 @@ def main(argv=None) -> dict:
         "trained_pairs": min(num_pairs - size["eval_pairs"], size["max_pairs"]),
         "reward_eval_pairs": size["eval_pairs"],
         "held_out_prompts": summary["num_prompts"],
+        "held_out_prompts_scored": summary["num_scored"],
+        "unscored_reason": summary["unscored_reason"],
         "rows": rows,
         "train_settings": TRAIN_SETTINGS,
         "sizes": size,
@@ -221,7 +233,8 @@ def main(argv=None) -> dict:
     (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "quality.md").write_text(table)
     print(
-        f"\n{table}\n{num_pairs} on-policy pairs, {summary['num_prompts']} held-out prompts, "
+        f"\n{table}\n{num_pairs} on-policy pairs, {summary['num_prompts']} held-out prompts "
+        f"({summary['num_scored']} scored), "
         f"{result['wall_seconds']['total'] / 60:.1f} min. Written to {out}/quality.json"
     )
     return result

@@ -1,14 +1,16 @@
 """Evaluate one or several models side by side on a prompt set.
 
     python scripts/evaluate.py --model_name_or_paths base/ dpo/ adadpo/ --model_names base dpo adadpo \
-        --prompts instructions:heldout --output_dir outputs/eval
+        --prompts ifeval:all --ifeval_data ../shared/data/ifeval_input_data.jsonl --output_dir outputs/eval
 
-For prompts with verifiable constraints (the built-in set) it reports prompt- and constraint-level accuracy and each
-model's win rate against the base model (the first model unless `base_model` says otherwise) under the verifier
-score, a tie counting one half; for any prompt set it reports the mean response length in tokens. It prints a
-markdown table and writes, under `output_dir`:
+On IFEval prompts (`ifeval:all` = the 541 of google/IFEval, or one half of the fixed split, or any rows in IFEval's
+format) it reports IFEval's four numbers, prompt-level and instruction-level accuracy, strict and loose, from
+lm-eval's checkers (`adadpo.evaluation.ifeval`; prompts whose checkers cannot run here are counted and left out, with
+the reason), and each model's wins / losses / ties against the base model (the first model unless `base_model` says
+otherwise) under the per-prompt share of instructions followed, with a sign test; for any prompt set it reports the
+mean response length in tokens. It prints a markdown table and writes, under `output_dir`:
     results.json, results.md                        the numbers
-    answers.jsonl                                   every prompt with each model's response (and verifier score)
+    answers.jsonl                                   every prompt with each model's response (and IFEval score)
     alpaca_eval/<name>/model_outputs.json           AlpacaEval 2 model outputs
     arena-hard/model_answer/<name>.jsonl            Arena-Hard answers
 Greedy decoding by default (temperature 0), so results are deterministic.
@@ -25,7 +27,9 @@ from pathlib import Path
 from trl import TrlParser
 
 from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
-from adadpo.evaluation.instructions import instruction_accuracy, load_prompts, pairwise_win_rate, win_loss_tie
+from adadpo.evaluation.ifeval import IFEVAL_HUB_ID, METRICS, prompt_scores, score_ifeval, unscorable
+from adadpo.evaluation.prompts import load_prompts
+from adadpo.evaluation.stats import pairwise_win_rate, win_loss_tie
 from adadpo.io import write_text_atomic
 
 
@@ -39,8 +43,12 @@ class EvaluateArguments:
     model_names: list[str] | None = field(default=None, metadata={"help": "Display names, one per model."})
     base_model: str | None = field(default=None, metadata={"help": "Name of the baseline; default: the first."})
     prompts: str = field(
-        default="instructions:heldout",
-        metadata={"help": "`instructions:train|heldout|all`, a .jsonl/.json/.parquet file or a Hub dataset id."},
+        default="ifeval:all",
+        metadata={"help": "`ifeval:all|train|heldout`, a .jsonl/.json/.parquet file or a Hub dataset id."},
+    )
+    ifeval_data: str = field(
+        default=IFEVAL_HUB_ID,
+        metadata={"help": "Where `ifeval:` prompts come from: google/IFEval or a local copy (its .jsonl)."},
     )
     prompt_column: str | None = field(default=None, metadata={"help": "Defaults to prompt / instruction / turns."})
     hub_split: str = "train"
@@ -109,11 +117,13 @@ def arena_hard_answers(prompts, responses, num_tokens, model_id: str) -> list[di
     ]
 
 
+IFEVAL_HEADERS = ("prompt-level strict", "prompt-level loose", "instruction-level strict", "instruction-level loose")
+
+
 def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
     header = ["model", "mean length (tokens)"]
     if verifiable:
-        header = ["model", "prompt-level acc", "constraint-level acc", f"win rate vs {base}"]
-        header += ["W / L / T (sign-test p)", "mean length (tokens)"]
+        header = ["model", *IFEVAL_HEADERS, f"win rate vs {base}", "W / L / T (sign-test p)", "mean length (tokens)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [r["name"]]
@@ -122,12 +132,7 @@ def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
             if r["name"] != base:
                 win = f"{100 * r['win_rate_vs_base']:.1f}%"
                 record = f"{r['wins_vs_base']} / {r['losses_vs_base']} / {r['ties_vs_base']} ({r['sign_test_p_vs_base']:.2f})"
-            cells += [
-                f"{100 * r['prompt_level_accuracy']:.1f}%",
-                f"{100 * r['constraint_level_accuracy']:.1f}%",
-                win,
-                record,
-            ]
+            cells += [f"{100 * r['ifeval'][metric]:.1f}%" for metric in METRICS] + [win, record]
         cells.append(f"{r['mean_response_tokens']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -136,11 +141,16 @@ def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
 def main(argv: list[str] | None = None) -> dict:
     (args,) = TrlParser([EvaluateArguments]).parse_args_and_config(argv)
     prompts = load_prompts(
-        args.prompts, prompt_column=args.prompt_column, hub_split=args.hub_split, max_prompts=args.max_prompts
+        args.prompts,
+        prompt_column=args.prompt_column,
+        hub_split=args.hub_split,
+        ifeval_data=args.ifeval_data,
+        max_prompts=args.max_prompts,
     )
-    verifiable = all("constraints" in p for p in prompts)
+    verifiable = all("ifeval" in p for p in prompts)
     if not verifiable:
-        logger.info("Some prompts have no constraints: reporting mean length only (no accuracy or win rate).")
+        logger.info("Some prompts have no IFEval instructions: reporting mean length only (no accuracy or win rate).")
+    skip = unscorable([p["ifeval"] for p in prompts]) if verifiable else {}
     outputs = {}
     for name, path in zip(args.model_names, args.model_name_or_paths, strict=True):
         logger.info("Generating answers with %s (%s)", name, path)
@@ -160,19 +170,26 @@ def main(argv: list[str] | None = None) -> dict:
         entry = {"name": name, "model_name_or_path": path}
         entry["mean_response_tokens"] = sum(lengths[name]) / len(prompts)
         if verifiable:
-            accuracy = instruction_accuracy(prompts, responses[name])
-            scores[name] = accuracy.pop("scores")
-            entry.update(accuracy)
+            ifeval = score_ifeval([p["ifeval"] for p in prompts], responses[name], skip)
+            scores[name] = prompt_scores(ifeval.pop("per_prompt"))
+            entry["ifeval"] = ifeval
         results.append(entry)
     if verifiable:
+        scored = [i for i, s in enumerate(scores[args.base_model]) if s is not None]  # the same prompts for all
         for entry in results:
-            entry["win_rate_vs_base"] = pairwise_win_rate(scores[entry["name"]], scores[args.base_model])
-            record = win_loss_tie(scores[entry["name"]], scores[args.base_model])
-            entry |= {f"{key}_vs_base": value for key, value in record.items()}
+            ours, base = ([scores[n][i] for i in scored] for n in (entry["name"], args.base_model))
+            entry["win_rate_vs_base"] = pairwise_win_rate(ours, base)
+            entry |= {f"{key}_vs_base": value for key, value in win_loss_tie(ours, base).items()}
 
     out = Path(args.output_dir)
     table = markdown_table(results, args.base_model, verifiable)
     summary = {"prompts": args.prompts, "num_prompts": len(prompts), "base_model": args.base_model}
+    if verifiable:
+        first = results[0]["ifeval"]
+        summary |= {k: first[k] for k in ("num_scored", "num_unscored", "unscored_reason")}
+        summary["ifeval_data"] = args.ifeval_data
+        if first["unscored_reason"]:
+            table += f"\nIFEval: {first['num_scored']} of {len(prompts)} prompts scored; {first['unscored_reason']}\n"
     summary |= {"sampling": asdict(args.sampling_config()), "models": results}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out / "results.md", table)

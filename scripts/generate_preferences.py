@@ -1,5 +1,5 @@
 """On-policy preference pairs: sample `num_samples` responses per prompt from a model, score each with a scorer
-(programmatic verifiers or a reward model), keep the best as `chosen` and the worst as `rejected`, and write a TRL
+(IFEval's checkers via lm-eval, or a reward model), keep the best as `chosen` and the worst as `rejected`, and write a TRL
 conversational preference dataset (.jsonl or .parquet, optionally pushed to the Hub).
 
     python scripts/generate_preferences.py --config recipes/smollm2-135m-instruct/generate/config_cpu.yaml
@@ -17,13 +17,14 @@ from pathlib import Path
 from trl import TrlParser
 
 from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
-from adadpo.evaluation.instructions import load_prompts
-from adadpo.evaluation.scoring import build_scorer, select_pair
+from adadpo.evaluation.ifeval import IFEVAL_HUB_ID
+from adadpo.evaluation.prompts import load_prompts
+from adadpo.evaluation.scoring import build_scorer, scorable_prompts, select_pair
 from adadpo.io import write_atomic, write_text_atomic
 
 
 logger = logging.getLogger("generate_preferences")
-SCORERS = ("verifier", "reward_model")
+SCORERS = ("ifeval", "reward_model")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 
 
@@ -31,11 +32,15 @@ OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 class GeneratePreferencesArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Policy to sample from (path or Hub id)."})
     prompts: str = field(
-        default="instructions:train",
+        default="ifeval:train",
         metadata={
-            "help": "`instructions:train|heldout|all` (the built-in verifiable prompts), a .jsonl/.json/.parquet "
-            "file, or a Hub dataset id, with a `prompt` column."
+            "help": "`ifeval:train|heldout|all` (IFEval's prompts; train = the half never used for evaluation), a "
+            ".jsonl/.json/.parquet file, or a Hub dataset id, with a `prompt` column."
         },
+    )
+    ifeval_data: str = field(
+        default=IFEVAL_HUB_ID,
+        metadata={"help": "Where `ifeval:` prompts come from: google/IFEval or a local copy (its .jsonl)."},
     )
     prompt_column: str | None = field(default=None, metadata={"help": "Defaults to prompt / instruction / turns."})
     hub_split: str = field(default="train", metadata={"help": "Split to read when `prompts` is a Hub dataset."})
@@ -49,7 +54,7 @@ class GeneratePreferencesArguments:
     backend: str = field(default="auto", metadata={"help": f"One of {BACKENDS}; auto = vLLM if installed with a GPU."})
     dtype: str = field(default="auto", metadata={"help": "auto = bfloat16 on GPU, float32 on CPU."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Needed for ArmoRM's custom reward head."})
-    scorer: str = field(default="verifier", metadata={"help": f"One of {SCORERS}."})
+    scorer: str = field(default="ifeval", metadata={"help": f"One of {SCORERS}."})
     reward_model_name_or_path: str | None = None
     reward_model_batch_size: int = 8
     reward_model_max_length: int | None = None
@@ -124,9 +129,16 @@ def main(argv: list[str] | None = None) -> dict:
         args.prompts,
         prompt_column=args.prompt_column,
         hub_split=args.hub_split,
-        require_constraints=args.scorer == "verifier",
+        ifeval_data=args.ifeval_data,
+        require_ifeval=args.scorer == "ifeval",
         max_prompts=args.max_prompts,
     )
+    if args.scorer == "ifeval":  # a prompt whose checkers cannot run here cannot rank its samples: not sampled
+        prompts, dropped = scorable_prompts(prompts)
+        if dropped:
+            logger.warning("%s Those prompts are not sampled.", dropped)
+        if not prompts:
+            raise ValueError("No prompt can be scored with IFEval's checkers here; see the warning above.")
     if args.scorer == "reward_model":  # fail on a wrong reward model path now, not after an hour of sampling
         from transformers import AutoConfig
 

@@ -12,27 +12,33 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from trl.data_utils import is_conversational
 
 from adadpo.evaluation.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
-from adadpo.evaluation.instructions import (
-    load_prompts,
-    pairwise_win_rate,
-    score_response,
-    win_loss_tie,
-    write_prompts_jsonl,
-)
+from adadpo.evaluation.stats import pairwise_win_rate, win_loss_tie
 from adadpo.testing import build_tiny_tokenizer, save_tiny_model
 
 
 generate_preferences = load_script("generate_preferences")
 evaluate = load_script("evaluate")
 
-# Constraints on which a tiny random model's samples differ (length, case, commas), so pairs are not all ties.
-CONSTRAINTS = [
-    [{"type": "word_count_max", "max_words": 9}],
-    [{"type": "all_lowercase"}, {"type": "no_commas"}],
-    [{"type": "word_count_min", "min_words": 8}, {"type": "no_commas"}],
-    [{"type": "word_count_max", "max_words": 8}, {"type": "all_lowercase"}],
+# IFEval instructions on which a tiny random model's samples differ (length, commas, a keyword), so pairs are not
+# all ties; rows in IFEval's own format (instruction_id_list + kwargs), checked by lm-eval's checkers.
+INSTRUCTIONS = [
+    (["length_constraints:number_words"], [{"relation": "less than", "num_words": 9}]),
+    (["punctuation:no_comma", "keywords:existence"], [{}, {"keywords": ["the"]}]),
+    (["length_constraints:number_words", "punctuation:no_comma"], [{"relation": "at least", "num_words": 8}, {}]),
+    (
+        ["length_constraints:number_words", "keywords:existence"],
+        [{"relation": "less than", "num_words": 8}, {"keywords": ["a"]}],
+    ),
 ]
 TASKS = ["Say hi.", "Name a colour.", "Explain rain.", "Write about dogs.", "List fruit.", "Describe a tree."]
+IFEVAL_FILE = REPO_ROOT.parent / "shared" / "data" / "ifeval_input_data.jsonl"
+
+
+def ifeval_rows() -> list[dict]:
+    return [
+        {"key": i, "prompt": task, "instruction_id_list": INSTRUCTIONS[i % 4][0], "kwargs": INSTRUCTIONS[i % 4][1]}
+        for i, task in enumerate(TASKS)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +48,10 @@ def tiny_model(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def prompt_file(tmp_path_factory):
-    prompts = [
-        {"id": f"p{i}", "prompt": task, "constraints": CONSTRAINTS[i % len(CONSTRAINTS)]}
-        for i, task in enumerate(TASKS)
-    ]
-    return str(write_prompts_jsonl(prompts, tmp_path_factory.mktemp("prompts") / "prompts.jsonl"))
+    pytest.importorskip("lm_eval", reason='IFEval needs the optional extra: pip install -e ".[eval]"')
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ifeval_rows()))
+    return str(path)
 
 
 def gen_argv(model, prompts, output, *extra):
@@ -110,7 +115,13 @@ def test_generate_preferences_writes_a_trl_preference_dataset(tiny_model, prompt
     assert summary["num_pairs"] + summary["num_ties"] == len(TASKS)
     expected_columns = {"prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "reward_margin"}
     assert set(data.column_names) == expected_columns
-    constraints = {p["id"]: p["constraints"] for p in load_prompts(prompt_file)}
+    from adadpo.evaluation.ifeval import prompt_scores, score_ifeval
+
+    rows = {str(r["key"]): r for r in ifeval_rows()}
+
+    def checked(prompt_id, text):  # what lm-eval's checkers make of the stored text
+        return prompt_scores(score_ifeval([rows[prompt_id]], [text])["per_prompt"])[0]
+
     for row in data:
         assert is_conversational(row)
         assert [m["role"] for m in row["prompt"]] == ["user"]
@@ -119,9 +130,9 @@ def test_generate_preferences_writes_a_trl_preference_dataset(tiny_model, prompt
         assert chosen != rejected
         assert row["score_chosen"] > row["score_rejected"]
         assert row["reward_margin"] == pytest.approx(row["score_chosen"] - row["score_rejected"])
-        # the stored scores are the verifier's scores of the stored texts
-        assert row["score_chosen"] == score_response(constraints[row["prompt_id"]], chosen)
-        assert row["score_rejected"] == score_response(constraints[row["prompt_id"]], rejected)
+        # the stored scores are IFEval's scores of the stored texts
+        assert row["score_chosen"] == checked(row["prompt_id"], chosen)
+        assert row["score_rejected"] == checked(row["prompt_id"], rejected)
 
 
 def test_generate_preferences_same_seed_same_pairs(tiny_model, prompt_file, tmp_path):
@@ -135,7 +146,7 @@ def test_generate_preferences_same_seed_same_pairs(tiny_model, prompt_file, tmp_
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temp files behind
 
 
-def test_generate_preferences_with_a_reward_model_and_hub_push(tiny_model, tmp_path, monkeypatch):
+def test_generate_preferences_with_a_reward_model_and_hub_push(tiny_model, prompt_file, tmp_path, monkeypatch):
     tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -157,7 +168,7 @@ def test_generate_preferences_with_a_reward_model_and_hub_push(tiny_model, tmp_p
         lambda self, repo_id, private: pushed.update(rows=self.to_list(), repo=repo_id),
     )
     output = tmp_path / "rm-prefs.jsonl"
-    argv = gen_argv(tiny_model, "instructions:heldout", output, "--max_prompts=3", "--scorer=reward_model")
+    argv = gen_argv(tiny_model, prompt_file, output, "--max_prompts=3", "--scorer=reward_model")
     argv += [f"--reward_model_name_or_path={tmp_path / 'rm'}", "--push_to_hub", "--hub_dataset_id=me/prefs"]
     summary = generate_preferences.main(argv)
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -185,12 +196,36 @@ def test_generate_preferences_rejects_bad_recipes_before_writing(tiny_model, pro
     assert not any(tmp_path.iterdir())
 
 
-def test_generate_preferences_needs_constraints_for_the_verifier(tiny_model, tmp_path):
+def test_generate_preferences_needs_ifeval_instructions_for_the_ifeval_scorer(tiny_model, prompt_file, tmp_path):
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
-    with pytest.raises(ValueError, match="verifier scorer needs them"):
+    with pytest.raises(ValueError, match="the ifeval scorer needs them"):
         generate_preferences.main(gen_argv(tiny_model, plain, tmp_path / "out" / "p.jsonl"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not IFEVAL_FILE.is_file(), reason=f"{IFEVAL_FILE} not present")
+def test_generate_preferences_samples_only_prompts_it_can_score(tiny_model, prompt_file, tmp_path, caplog):
+    """IFEval's train half; without NLTK's punkt the prompts needing it are dropped before sampling, and said so."""
+    from adadpo.evaluation.ifeval import load_ifeval, unscorable
+
+    train = load_ifeval(IFEVAL_FILE, "train")[:16]
+    skip = unscorable(train)
+    output = tmp_path / "prefs.jsonl"
+    argv = gen_argv(tiny_model, "ifeval:train", output, "--max_prompts=16", f"--ifeval_data={IFEVAL_FILE}")
+    with caplog.at_level(logging.INFO, logger="generate_preferences"):
+        try:
+            summary = generate_preferences.main(argv)
+        except RuntimeError as error:  # a random tiny model may tie on every IFEval prompt: still counted right
+            assert f"All {16 - len(skip)} prompts tied" in str(error)
+            summary = None
+    assert f"Sampling 4 responses for each of {16 - len(skip)} prompts" in caplog.text
+    if summary is not None:
+        assert summary["num_pairs"] + summary["num_ties"] == 16 - len(skip)
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+        assert not {r["prompt_id"] for r in rows} & {str(k) for k in skip}
+    if skip:
+        assert f"{len(skip)} prompts not scored" in caplog.text and "punkt" in caplog.text
 
 
 def test_generation_recipe_parses(tmp_path):
@@ -200,31 +235,57 @@ def test_generation_recipe_parses(tmp_path):
     (args,) = TrlParser([generate_preferences.GeneratePreferencesArguments]).parse_args_and_config(
         ["--config", str(recipe)]
     )
-    assert args.prompts == "instructions:train" and args.scorer == "verifier" and args.num_samples == 4
+    assert args.prompts == "ifeval:train" and args.scorer == "ifeval" and args.num_samples == 4
     assert isinstance(args.temperature, float) and isinstance(args.top_p, float)
 
 
+@pytest.mark.skipif(not IFEVAL_FILE.is_file(), reason=f"{IFEVAL_FILE} not present")
 def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_path, capsys):
+    pytest.importorskip("lm_eval", reason='IFEval needs the optional extra: pip install -e ".[eval]"')
+    from lm_eval.tasks.ifeval.utils import process_results
+
+    from adadpo.evaluation.ifeval import load_ifeval, seed_checkers, unscorable
+
     other = str(save_tiny_model(tmp_path / "other", seed=1))
     out = tmp_path / "eval"
     argv = ["--model_name_or_paths", tiny_model, other, "--model_names", "base", "trained"]
-    argv += ["--prompts=instructions:heldout", "--max_prompts=6", "--max_new_tokens=16", f"--output_dir={out}"]
+    argv += ["--prompts=ifeval:heldout", f"--ifeval_data={IFEVAL_FILE}", "--max_prompts=12", "--max_new_tokens=16"]
+    argv += [f"--output_dir={out}"]
     summary = evaluate.main(argv)
     printed = capsys.readouterr().out
-    header = "| model | prompt-level acc | constraint-level acc | win rate vs base | W / L / T (sign-test p) |"
-    assert header + " mean length (tokens) |" in printed
+    header = (
+        "| model | prompt-level strict | prompt-level loose | instruction-level strict | instruction-level loose |"
+    )
+    assert header + " win rate vs base | W / L / T (sign-test p) | mean length (tokens) |" in printed
     assert (out / "results.md").read_text() in printed
     assert json.loads((out / "results.json").read_text()) == summary
 
-    prompts = load_prompts("instructions:heldout", max_prompts=6)
+    prompts = load_ifeval(IFEVAL_FILE, "heldout")[:12]
+    skip = unscorable(prompts)
+    assert summary["num_scored"] == 12 - len(skip) and summary["num_unscored"] == len(skip)
+    if skip:  # no NLTK punkt here: the table says how many prompts were left out and why
+        assert f"{12 - len(skip)} of 12 prompts scored" in printed and "punkt" in summary["unscored_reason"]
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
-    assert [a["id"] for a in answers] == [p["id"] for p in prompts]
+    assert [a["id"] for a in answers] == [str(p["key"]) for p in prompts]
     by_name = {m["name"]: m for m in summary["models"]}
     for name in ("base", "trained"):
         responses = [a["responses"][name] for a in answers]
-        scores = [score_response(p["constraints"], r) for p, r in zip(prompts, responses)]
-        assert [a["scores"][name] for a in answers] == scores
-        assert by_name[name]["prompt_level_accuracy"] == sum(s == 1.0 for s in scores) / len(prompts)
+        # the four numbers are lm-eval's own process_results on these responses, aggregated as its task does
+        reference = []
+        for prompt, response in zip(prompts, responses):
+            if prompt["key"] not in skip:
+                seed_checkers(prompt["key"])
+                reference.append(process_results(prompt, [response]))
+        ifeval = by_name[name]["ifeval"]
+        assert ifeval["prompt_level_loose_acc"] == sum(r["prompt_level_loose_acc"] for r in reference) / len(reference)
+        flat = [x for r in reference for x in r["inst_level_strict_acc"]]
+        assert ifeval["inst_level_strict_acc"] == sum(flat) / len(flat)
+        strict = iter(reference)
+        expected = [
+            None if p["key"] in skip else (lambda r: sum(r) / len(r))(next(strict)["inst_level_strict_acc"])
+            for p in prompts
+        ]
+        assert [a["scores"][name] for a in answers] == expected
 
         alpaca = json.loads((out / "alpaca_eval" / name / "model_outputs.json").read_text())
         assert [set(r) for r in alpaca] == [{"instruction", "output", "generator"}] * len(prompts)
@@ -239,12 +300,12 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
         token_lens = [r["choices"][0]["turns"][0]["token_len"] for r in arena]
         assert by_name[name]["mean_response_tokens"] == pytest.approx(sum(token_lens) / len(prompts))
     assert by_name["base"]["win_rate_vs_base"] == 0.5
-    base_scores = [a["scores"]["base"] for a in answers]
-    trained_scores = [a["scores"]["trained"] for a in answers]
+    base_scores = [a["scores"]["base"] for a in answers if a["scores"]["base"] is not None]
+    trained_scores = [a["scores"]["trained"] for a in answers if a["scores"]["trained"] is not None]
     assert by_name["trained"]["win_rate_vs_base"] == pairwise_win_rate(trained_scores, base_scores)
     record = win_loss_tie(trained_scores, base_scores)
     assert {key: by_name["trained"][f"{key}_vs_base"] for key in record} == record
-    assert by_name["base"]["ties_vs_base"] == len(prompts) and by_name["base"]["sign_test_p_vs_base"] == 1.0
+    assert by_name["base"]["ties_vs_base"] == summary["num_scored"] and by_name["base"]["sign_test_p_vs_base"] == 1.0
     row = f"{record['wins']} / {record['losses']} / {record['ties']} ({record['sign_test_p']:.2f})"
     assert f"| {row} |" in (out / "results.md").read_text()
 
@@ -253,7 +314,7 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
     assert (tmp_path / "again" / "answers.jsonl").read_text() == (out / "answers.jsonl").read_text()
 
 
-def test_evaluate_on_a_user_prompt_file_without_constraints(tiny_model, tmp_path):
+def test_evaluate_on_a_user_prompt_file_without_instructions(tiny_model, tmp_path):
     alpaca_prompts = tmp_path / "alpaca_eval.json"
     alpaca_prompts.write_text(
         json.dumps([{"instruction": f"Question {i}?", "dataset": "helpful_base"} for i in range(3)])

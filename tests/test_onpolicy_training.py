@@ -4,18 +4,12 @@ import math
 
 import pytest
 from conftest import load_script, tiny_run_args
-from test_generate_evaluate import CONSTRAINTS, TASKS, gen_argv
-
-from adadpo.evaluation.instructions import write_prompts_jsonl
+from test_generate_evaluate import gen_argv, prompt_file  # noqa: F401  (prompt_file is a fixture)
 
 
 @pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    rows = [
-        {"id": f"p{i}", "prompt": task, "constraints": CONSTRAINTS[i % len(CONSTRAINTS)]}
-        for i, task in enumerate(TASKS)
-    ]
-    return str(write_prompts_jsonl(rows, tmp_path_factory.mktemp("prompts") / "prompts.jsonl"))
+def prompts(prompt_file):  # noqa: F811
+    return prompt_file
 
 
 @pytest.mark.parametrize("loss_type", ["adadpo", "madpo"])  # madpo reads the generated `reward_margin` column

@@ -1,4 +1,4 @@
-"""Scorers behind one interface: the verifier scorer, and the reward-model scorer on tiny random classifiers built
+"""Scorers behind one interface: the IFEval scorer (lm-eval's checkers), and the reward-model scorer on tiny random classifiers built
 from a config (a plain single-logit model and an ArmoRM-style gated multi-objective head); best-vs-worst selection."""
 
 from dataclasses import dataclass
@@ -8,8 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 from transformers.utils import ModelOutput
 
-from adadpo.evaluation.instructions import score_response
-from adadpo.evaluation.scoring import RewardModelScorer, VerifierScorer, build_scorer, select_pair
+from adadpo.evaluation.scoring import IFEvalScorer, RewardModelScorer, build_scorer, scorable_prompts, select_pair
 from adadpo.testing import build_tiny_tokenizer
 
 
@@ -47,20 +46,29 @@ def tokenizer():
     return build_tiny_tokenizer()
 
 
-def test_verifier_scorer_is_fraction_of_constraints_met():
+def test_ifeval_scorer_is_fraction_of_instructions_followed():
+    pytest.importorskip("lm_eval", reason='IFEval needs the optional extra: pip install -e ".[eval]"')
+    ids, kwargs = ["change_case:english_lowercase", "punctuation:no_comma"], [{}, {}]
     prompts = [
-        {"prompt": "a", "constraints": [{"type": "all_lowercase"}, {"type": "no_commas"}]},
-        {"prompt": "b", "constraints": [{"type": "word_count_max", "max_words": 2}]},
+        {"id": "1", "prompt": "a", "ifeval": {"key": 1, "prompt": "a", "instruction_id_list": ids, "kwargs": kwargs}},
+        {
+            "id": "2",
+            "prompt": "b",
+            "ifeval": {
+                "key": 2,
+                "prompt": "b",
+                "instruction_id_list": ["length_constraints:number_words"],
+                "kwargs": [{"relation": "less than", "num_words": 3}],
+            },
+        },
     ]
-    responses = ["lower, case", "three words here"]
-    assert VerifierScorer().score(prompts, responses) == [0.5, 0.0]
-    assert VerifierScorer().score(prompts, responses) == [
-        score_response(p["constraints"], r) for p, r in zip(prompts, responses)
-    ]
+    responses = ["this is written in lowercase english, with a comma.", "three words here"]
+    assert IFEvalScorer().score(prompts, responses) == [0.5, 0.0]
+    assert scorable_prompts(prompts) == (prompts, None)  # neither needs NLTK's punkt
     with pytest.raises(ValueError, match="needs them"):
-        VerifierScorer().score([{"prompt": "x"}], ["y"])
+        IFEvalScorer().score([{"prompt": "x"}], ["y"])
     with pytest.raises(ValueError, match="one prompt per response"):
-        VerifierScorer().score(prompts, ["only one"])
+        IFEvalScorer().score(prompts, ["only one"])
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
@@ -137,7 +145,7 @@ def test_reward_model_scorer_from_pretrained_folder(tokenizer, tmp_path):
 
 
 def test_build_scorer_errors():
-    assert isinstance(build_scorer("verifier"), VerifierScorer)
+    assert isinstance(build_scorer("ifeval"), IFEvalScorer)
     with pytest.raises(ValueError, match="needs `reward_model_name_or_path`"):
         build_scorer("reward_model")
     with pytest.raises(ValueError, match="Unknown scorer 'judge'"):

@@ -89,21 +89,28 @@ def load_ifeval(source: str | Path = IFEVAL_HUB_ID, part: str = "all") -> list[d
     if part not in PARTS:
         raise ValueError(f"Unknown IFEval part {part!r}; use one of {PARTS}.")
     rows = _read(source)
-    registry, _ = _lm_eval_ifeval()
-    for index, row in enumerate(rows):
-        missing = [c for c in COLUMNS if c not in row]
-        if missing:
-            raise ValueError(f"{source} row {index} lacks {missing}: IFEval rows have {COLUMNS}.")
-        unknown = [i for i in row["instruction_id_list"] if i not in registry.INSTRUCTION_DICT]
-        if unknown or len(row["kwargs"]) != len(row["instruction_id_list"]):
-            raise ValueError(
-                f"{source} key {row['key']}: unknown instructions {unknown} or one kwargs per instruction."
-            )
+    validate_ifeval_rows(rows, str(source))
     if len({row["key"] for row in rows}) != len(rows):
         raise ValueError(f"{source} has repeated keys.")
     if part != "all":
         rows = [row for row in rows if is_heldout(row["key"]) == (part == "heldout")]
     return [{c: row[c] for c in COLUMNS} for row in rows]
+
+
+def validate_ifeval_rows(rows: list[dict[str, Any]], where: str) -> None:
+    """Each row has IFEval's columns, one kwargs dict per instruction, and instructions lm-eval knows."""
+    registry, _ = _lm_eval_ifeval()
+    for index, row in enumerate(rows):
+        missing = [c for c in COLUMNS if row.get(c) is None]
+        if missing:
+            raise ValueError(f"{where} row {index} lacks {missing}: IFEval rows have {COLUMNS}.")
+        ids, kwargs = row["instruction_id_list"], row["kwargs"]
+        unknown = [i for i in ids if i not in registry.INSTRUCTION_DICT]
+        if unknown or not ids or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+            raise ValueError(
+                f"{where} key {row['key']}: needs known instructions (unknown: {unknown}) and one kwargs dict per "
+                f"instruction, got {ids} and {kwargs}."
+            )
 
 
 def _example(row: dict[str, Any]):
@@ -134,9 +141,9 @@ def describe_unscored(skip: dict[Any, list[str]]) -> str | None:
         return None
     counts = {}
     for needs in skip.values():
-        for instruction_id in needs:
+        for instruction_id in set(needs):
             counts[instruction_id] = counts.get(instruction_id, 0) + 1
-    uses = ", ".join(f"{name} ({n})" for name, n in sorted(counts.items()))
+    uses = ", ".join(f"{name} ({n} prompts)" for name, n in sorted(counts.items()))
     return (
         f"{len(skip)} prompts not scored: NLTK's punkt model is not installed, and their checkers need it: {uses}. "
         "Install it with `python -m nltk.downloader punkt punkt_tab` to score all prompts."

@@ -1,6 +1,7 @@
 """Scorers: one small interface for ranking sampled responses, plus best-vs-worst pair selection.
 
-- `VerifierScorer`: the fraction of a prompt's verifiable constraints that a response meets (`adadpo.evaluation.instructions`).
+- `IFEvalScorer`: the fraction of a prompt's IFEval instructions that a response follows (strict), checked by
+  lm-eval's IFEval checkers (`adadpo.evaluation.ifeval`).
 - `RewardModelScorer`: an `AutoModelForSequenceClassification` reward model applied to the chat-templated
   (prompt, response) conversation. Models whose output carries a `.score` field (ArmoRM, RLHFlow/
   ArmoRM-Llama3-8B-v0.1, whose custom head mixes 19 objective rewards with a prompt-conditioned gating network and
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from adadpo.evaluation.instructions import score_response
+from adadpo.evaluation.ifeval import describe_unscored, prompt_scores, score_ifeval, unscorable
 
 
 class Scorer(Protocol):
@@ -26,18 +27,31 @@ def _check_lengths(prompts: list, responses: list) -> None:
         raise ValueError(f"Got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response.")
 
 
-class VerifierScorer:
-    """Score = fraction of the prompt's constraints met (IFEval-style verifiers), in [0, 1]."""
+class IFEvalScorer:
+    """Score = fraction of the prompt's IFEval instructions followed (strict), in [0, 1]. A prompt whose checkers
+    cannot run here (NLTK's punkt missing) cannot be ranked: drop it before sampling (`scorable_prompts`)."""
 
     def score(self, prompts: list[dict[str, Any]], responses: list[str]) -> list[float]:
         _check_lengths(prompts, responses)
         for prompt in prompts:
-            if not prompt.get("constraints"):
+            if not prompt.get("ifeval"):
                 raise ValueError(
-                    f"Prompt {prompt.get('id', '?')!r} has no `constraints`; the verifier scorer needs them. "
-                    "Use the built-in instruction prompts or the reward-model scorer."
+                    f"Prompt {prompt.get('id', '?')!r} has no IFEval instructions; the ifeval scorer needs them. "
+                    "Use `prompts: ifeval:train` (or rows in IFEval's format) or the reward-model scorer."
                 )
-        return [score_response(p["constraints"], r) for p, r in zip(prompts, responses, strict=True)]
+        rows = [p["ifeval"] for p in prompts]
+        scores = prompt_scores(score_ifeval(rows, responses)["per_prompt"])
+        if any(s is None for s in scores):
+            raise ValueError(
+                "Some prompts cannot be scored here (NLTK's punkt missing): drop them with scorable_prompts."
+            )
+        return scores
+
+
+def scorable_prompts(prompts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    """The prompts every IFEval checker of which runs here, and why the others were dropped (None if none was)."""
+    skip = unscorable([p["ifeval"] for p in prompts])
+    return [p for p in prompts if p["ifeval"]["key"] not in skip], describe_unscored(skip)
 
 
 class RewardModelScorer:
@@ -69,15 +83,13 @@ class RewardModelScorer:
         max_length: int | None = None,
     ) -> "RewardModelScorer":
         """ArmoRM needs `trust_remote_code=True` (its head is custom code in the model repository)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = "bfloat16" if device == "cuda" else "float32"
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        ).to(device)
+        from adadpo.evaluation.generation import load_pretrained
+
+        model, tokenizer = load_pretrained(
+            AutoModelForSequenceClassification, model_name_or_path, dtype, trust_remote_code
+        )
         return cls(model, tokenizer, batch_size=batch_size, max_length=max_length)
 
     def _conversation_ids(self, prompt: str, response: str) -> list[int]:
@@ -121,15 +133,15 @@ def build_scorer(
     trust_remote_code: bool = False,
     max_length: int | None = None,
 ) -> Scorer:
-    if kind == "verifier":
-        return VerifierScorer()
+    if kind == "ifeval":
+        return IFEvalScorer()
     if kind == "reward_model":
         if not reward_model_name_or_path:
             raise ValueError("scorer 'reward_model' needs `reward_model_name_or_path`.")
         return RewardModelScorer.from_pretrained(
             reward_model_name_or_path, batch_size, trust_remote_code=trust_remote_code, max_length=max_length
         )
-    raise ValueError(f"Unknown scorer {kind!r}; use 'verifier' or 'reward_model'.")
+    raise ValueError(f"Unknown scorer {kind!r}; use 'ifeval' or 'reward_model'.")
 
 
 def select_pair(scores: list[float], lengths: list[int]) -> tuple[int, int] | None:
