@@ -12,7 +12,7 @@ through `scripts/run_adadpo.py`; the figures come from `scripts/plot_runs.py`:
     dynamics.json, .md      final held-out values, whether AdaDPO beats DPO at each beta, beta_w spread and clip
                             fraction over training (the evidence that the policy left the reference)
 
-    python bench/dynamics.py            # full size, ~35 min on 2 idle CPU cores (sizing below)
+    python bench/dynamics.py            # full size, ~25 min on 2 idle CPU cores (sizing below)
     python bench/dynamics.py --quick    # the same pipeline on a tiny random model, under a minute
     python bench/dynamics.py --dataset my_pairs.jsonl   # any preference file run_adadpo.py reads (used as given)
 """
@@ -39,16 +39,18 @@ LOSSES = ("dpo", "adadpo")
 BETAS = (0.05, 0.01)
 # Sizing (2 idle CPU cores, fp32, SmolLM2-135M, packed rows): a forward pass over 8 single-turn HH pairs (chosen and
 # rejected, ~55 tokens each) takes ~2.7 s and a training step ~3x that (~9 s). The reference log-probs are computed
-# once for train and eval pairs (45 batches, ~2 min) and shared by all four runs through the cache. Per run: 40
-# steps x ~9 s = 6 min of training + 8 evaluations of 40 pairs (5 batches, ~14 s each) = 2 min; 4 runs ~33 min, and
-# with model loading and plotting ~35 min, under the 45-minute budget with room for a busy machine. One epoch: every
-# step sees new pairs, so the held-out curves are not an artefact of repeated data.
+# once for the 320 + 40 drawn pairs (45 batches, ~2 min) and shared by all four runs through the cache. Per run: 24
+# steps x ~9 s = 3.6 min of training + 5 evaluations of the 40 held-out pairs (at steps 5, 10, 15, 20 and the final
+# one at 24; 5 batches, ~14 s each) = 1.2 min; 4 runs ~20 min, ~25 min with loading and plotting, which leaves room
+# in the 45-minute budget for a machine shared with other jobs (measured: see README). Each step sees new pairs (one
+# pass over 192 of them); `--max_steps 40` trains on all 320 drawn pairs and reuses the cached reference pass.
 SIZES = {
     "full": {
-        "train_pairs": 320,  # 40 optimizer steps of 8 pairs
+        "train_pairs": 320,  # drawn (and given reference log-probs); max_steps x batch of them are trained on
         "eval_pairs": 40,
         "max_tokens": 96,  # per sequence (prompt + response); single-turn pairs only
         "batch": 8,
+        "max_steps": 24,
         "eval_steps": 5,
         "epochs": 1,
     },
@@ -57,6 +59,7 @@ SIZES = {
         "eval_pairs": 8,
         "max_tokens": 96,
         "batch": 4,
+        "max_steps": 4,
         "eval_steps": 2,
         "epochs": 1,
         "learning_rate": 1.0e-3,  # a random tiny model: large steps, so that beta_w moves within 4 steps
@@ -129,6 +132,7 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
         "per_device_eval_batch_size": size["batch"],  # packed rows: attention cost grows with the square of a batch
         "eval_steps": size["eval_steps"],
         "num_train_epochs": size["epochs"],
+        "max_steps": size["max_steps"],
         "learning_rate": size.get("learning_rate", TRAIN_SETTINGS["learning_rate"]),
         "ref_logps_cache_dir": str(out / "ref_cache"),
         "loss_type": loss,
@@ -267,9 +271,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dynamics")
     parser.add_argument("--hh_rlhf", type=Path, default=HH_RLHF, help="HH-RLHF jsonl(.gz) to draw pairs from")
     parser.add_argument("--dataset", help="use this preference dataset (any run_adadpo.py dataset_name) as given")
+    parser.add_argument("--max_steps", type=int, help="optimizer steps per run (default: the size's)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    size = SIZES[mode]
+    size = dict(SIZES[mode])
+    if args.max_steps:
+        size["max_steps"] = args.max_steps
     out = args.out / mode
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -307,7 +314,9 @@ def main(argv=None) -> dict:
     result = {
         "mode": mode,
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/dynamics.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/dynamics.py"
+        + (" --quick" if args.quick else "")
+        + (f" --max_steps {args.max_steps}" if args.max_steps else ""),
         "model": str(model_dir),
         "data": str(data) if args.dataset else f"{args.hh_rlhf.name}: single-turn pairs (seed 0)",
         "sizes": size,
