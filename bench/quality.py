@@ -11,7 +11,7 @@
 The held-out half is not the leaderboard protocol (all 541 prompts): compare these numbers across the three models,
 not with published IFEval scores. IFEval data: `--ifeval_data` (default `../shared/data/ifeval_input_data.jsonl`).
 
-    python bench/quality.py            # full: ~45 min on 2 idle CPU cores (sizing below), budget < 60 min
+    python bench/quality.py            # full: ~45 min on 2 idle CPU cores (an estimate, see SIZES), budget < 60 min
     python bench/quality.py --quick    # a few minutes, same pipeline, tiny sizes
 """
 
@@ -41,7 +41,8 @@ SIZES = {
     # (32 per batch: ~1.9 s per prompt for 4 samples); training costs ~3 s per pair per epoch per loss. The previous
     # (own-prompt) version took 41 min for 320 prompts, 175 pairs and 80 held-out prompts at 96 tokens; IFEval's
     # halves are 275 / 266 prompts (242 / 234 scorable without NLTK's punkt), and evaluating 266 prompts x 3 models
-    # at 128 tokens costs ~8 min, so the sizes below land near 45 min.
+    # at 128 tokens costs ~8 min, so the sizes below should land near 45 min (estimated from those rates; this size
+    # has not been run end to end yet).
     "full": {
         "train_prompts": None,
         "num_samples": 4,
