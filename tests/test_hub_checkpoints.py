@@ -7,6 +7,7 @@ trains against the stand-in Hub in HUB_ROOT, writes the optimizer steps each pro
 `<output_dir>.steps/rank<R>.json`, and SIGKILLs itself once checkpoint-KILL_STEP has been pushed (0: never).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -306,13 +307,28 @@ def test_resume_from_the_hub_fails_clearly_before_anything_is_written(
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 
-def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd):
+def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd, timeout=600):
+    """`accelerate launch` this file. On a timeout the launcher and every rank are killed (the ranks run in sessions
+    of their own and would outlive the launcher, holding its pipes open), so a hang fails the test and leaves nothing
+    behind."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config), __file__]
-    proc = subprocess.run(
-        [*cmd, str(hub.root), "0", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    proc = subprocess.Popen(
+        [*cmd, str(hub.root), "0", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import psutil
+
+        launcher = psutil.Process(proc.pid)
+        for process in [*launcher.children(recursive=True), launcher]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the launch hung for {timeout} s:\n{out[-3000:]}{err[-6000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-6000:]
 
 
 def _trained_steps(output_dir: Path, rank: int) -> list[int]:
@@ -381,6 +397,22 @@ if __name__ == "__main__":
                 assert time.monotonic() < deadline, "checkpoint push did not complete"
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
+
+    if int(os.environ.get("RANK", "0")) and "--resume_from_checkpoint=hub" in run_argv:
+        # The race of a multi-process resume, made certain: this process looks for local checkpoints only once
+        # process 0 has downloaded the Hub's into the run folder (it must still join process 0's barrier).
+        import adadpo.hub.resume
+
+        def get_last_checkpoint_after_the_download(folder, real=adadpo.hub.resume.get_last_checkpoint):
+            deadline = time.monotonic() + 120
+            while not list(Path(folder).glob("checkpoint-*")):
+                assert time.monotonic() < deadline, "process 0 did not download the checkpoint"
+                time.sleep(0.05)
+            return real(folder)
+
+        adadpo.hub.resume.get_last_checkpoint = get_last_checkpoint_after_the_download
+        output_dir = next(arg.split("=", 1)[1] for arg in run_argv if arg.startswith("--output_dir="))
+        Path(output_dir).mkdir(parents=True, exist_ok=True)  # empty: so that this process does look
 
     counter = StepCounter()
     with extra_callbacks(KillAfterPush(), counter):

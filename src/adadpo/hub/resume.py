@@ -91,17 +91,22 @@ def resume_from_hub(args, token=None) -> str:
             f"(`{LAST_CHECKPOINT}/` or `{PREFIX_CHECKPOINT_DIR}-N/`). Checkpoints are pushed during training with "
             "`push_to_hub: true` and `hub_strategy: checkpoint` (or `all_checkpoints`)."
         )
-    if local is not None and (latest is None or _step(local) >= latest[1]):
-        logger.info("Resuming from the local %s: the Hub repo %s has no later checkpoint", local, repo_id)
-        return local
-    folder, step, files = latest
-    check_world_size(files, args.world_size, f"The checkpoint `{folder}/` of the Hub repo {repo_id!r}")
-    target = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+    use_local = local is not None and (latest is None or _step(local) >= latest[1])
+    if use_local:
+        checkpoint, source = local, f"local: the Hub repo {repo_id} has no later checkpoint"
+    else:
+        folder, step, files = latest
+        check_world_size(files, args.world_size, f"The checkpoint `{folder}/` of the Hub repo {repo_id!r}")
+        checkpoint = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        source = f"downloaded from {repo_id}/{folder}"
+    # Every process passes this barrier, whichever way it decided: a slower process may already see the download
+    # as a local checkpoint (the same folder), and skipping the barrier would leave the processes' collectives out
+    # of step (a hang inside DeepSpeed's init, seen under load).
     with args.main_process_first(local=args.save_on_each_node, desc="download the Hub checkpoint"):
-        if args.should_save:  # the processes that write checkpoints receive this one
-            _download(api, repo_id, args.hub_revision, folder, target, token)
-    logger.info("Resuming from %s, downloaded from %s/%s", target, repo_id, folder)
-    return target
+        if not use_local and args.should_save:  # the processes that write checkpoints receive this one
+            _download(api, repo_id, args.hub_revision, folder, checkpoint, token)
+    logger.info("Resuming from %s (%s)", checkpoint, source)
+    return checkpoint
 
 
 def _download(api, repo_id: str, revision: str | None, folder: str, target: str, token) -> None:
