@@ -50,7 +50,7 @@ def test_unknown_loss_lists_every_name(tmp_path):
         ("beta", 0.0, "beta"),
         ("beta", -1.0, "beta"),
         ("adadpo_clip", 0.0, "adadpo_clip"),
-        ("alpha", -0.1, "alpha"),
+        ("alpha_dpo_alpha", -0.1, "alpha_dpo_alpha"),
         ("simpo_gamma", float("inf"), "simpo_gamma"),
         ("adadpo_balance", "both", "adadpo_balance"),
         ("nll_average", "tokens", "nll_average"),

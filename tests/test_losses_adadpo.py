@@ -159,7 +159,7 @@ def test_ada_with_ratio_forced_to_one_equals_base(ada, base, length_normalize):
 def test_alpha_dpo_with_alpha_zero_equals_simpo():
     batch = with_grad(realistic_batch(batch_size=16, seed=5))
     out = preference_loss(
-        "alpha_dpo", **batch, beta=2.5, simpo_gamma=1.4, alpha=0.0, margin_normalizer=AlphaMarginNormalizer()
+        "alpha_dpo", **batch, beta=2.5, simpo_gamma=1.4, alpha_dpo_alpha=0.0, margin_normalizer=AlphaMarginNormalizer()
     )
     simpo = preference_loss("simpo", **batch, beta=2.5, simpo_gamma=1.4)
     assert torch.equal(out.losses, simpo.losses)

@@ -172,7 +172,9 @@ def test_madpo_hyperparameters_are_used(batch):
 def test_alpha_dpo_margin_is_gamma_plus_alpha_times_normalized_margin(batch):
     lw, ll, rw, rl, nw, nl = unpack(batch)
     normalizer = AlphaMarginNormalizer(momentum=0.9)
-    out = preference_loss("alpha_dpo", **batch, beta=2.0, simpo_gamma=0.8, alpha=0.3, margin_normalizer=normalizer)
+    out = preference_loss(
+        "alpha_dpo", **batch, beta=2.0, simpo_gamma=0.8, alpha_dpo_alpha=0.3, margin_normalizer=normalizer
+    )
     m = 2.0 * ((lw - rw) / nw - (ll - rl) / nl)
     m_star = (m - m.mean()) / m.std()  # first batch initializes the running statistics
     close(out.metrics["alpha_margin"], m)
@@ -188,7 +190,7 @@ def test_alpha_dpo_margin_is_gamma_plus_alpha_times_normalized_margin(batch):
 def test_alpha_dpo_margin_is_stop_gradient(batch):
     b = dict(batch)
     b["policy_chosen_logps"] = b["policy_chosen_logps"].clone().requires_grad_(True)
-    out = preference_loss("alpha_dpo", **b, beta=2.0, alpha=0.5, margin_normalizer=AlphaMarginNormalizer())
+    out = preference_loss("alpha_dpo", **b, beta=2.0, alpha_dpo_alpha=0.5, margin_normalizer=AlphaMarginNormalizer())
     (g_w,) = torch.autograd.grad(out.losses.sum(), [b["policy_chosen_logps"]])
     nw = b["chosen_lengths"].double()
     z = out.chosen_rewards - out.rejected_rewards - (0.5 + 0.5 * out.metrics["alpha_margin_normalized"])

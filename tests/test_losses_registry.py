@@ -112,7 +112,7 @@ BAD_VALUES = [
     ("adadpo_clip", 0.0),
     ("adadpo_clip", -1.0),
     ("adadpo_scale", 0.0),
-    ("alpha", -0.1),
+    ("alpha_dpo_alpha", -0.1),
     ("simpo_gamma", math.nan),
     ("simpo_gamma", math.inf),
     ("adadpo_balance", "reference"),

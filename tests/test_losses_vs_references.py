@@ -397,7 +397,7 @@ def alpha_dpo_steps(steps=4):
             "alpha_dpo",
             beta=beta,
             simpo_gamma=beta * ratio,  # docs/losses.md: simpo_gamma = beta * gamma_beta_ratio, alpha = beta * alpha
-            alpha=beta * alpha,
+            alpha_dpo_alpha=beta * alpha,
             margin_normalizer=normalizer,
             margin_gather=lambda m, o=other_gap: torch.cat([m, beta * o]),  # ours gathers M = beta * gap
         )
@@ -439,7 +439,7 @@ def test_alpha_dpo_first_step_differs_from_the_official_zero_start_as_documented
             "alpha_dpo",
             beta=beta,
             simpo_gamma=beta * ratio,
-            alpha=beta * alpha,
+            alpha_dpo_alpha=beta * alpha,
             margin_normalizer=normalizer,
             margin_gather=lambda m: torch.cat([m, beta * other_gap]),
         )

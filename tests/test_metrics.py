@@ -29,8 +29,11 @@ def test_pair_metrics_against_hand_computation():
     assert m["rewards/accuracies"] == pytest.approx(2 / 3)
     assert m["logps/chosen_per_token"] == pytest.approx((-2 - 2 - 2) / 3)
     assert m["adadpo/beta_w_max"] == pytest.approx(0.2) and m["adadpo/clip_fraction"] == pytest.approx(1 / 3)
-    assert m["adadpo/grad_balance_mean"] == pytest.approx(2.0)  # inf is left out
-    assert m["adadpo/grad_balance_median"] == pytest.approx(1.0)
+    # log10 of the per-sequence ratios 1, 3, e^80 (saturated but exact in the log)
+    log10 = [0.0, math.log10(3.0), 80 / math.log(10.0)]
+    assert m["adadpo/log10_grad_balance_mean"] == pytest.approx(sum(log10) / 3)
+    assert m["adadpo/log10_grad_balance_median"] == pytest.approx(math.log10(3.0))
+    assert "adadpo/grad_balance_mean" not in m  # the raw ratio's mean is dominated by one pair: not logged
     # beta * [(lw - rw) - (ll - rl)] = 0.1 * [1 - (-1), -1 - 1, 0 - (-1)] = 0.1 * [2, -2, 1] -> mean 0.1 / 3
     assert m["kl/beta_margin"] == pytest.approx(0.1 * (2 - 2 + 1) / 3)
 

@@ -27,7 +27,10 @@ def make_history(loss_type, beta, steps=10, eval_every=5, with_eval=True):
     for step in range(1, steps + 1):
         entry = {"step": step, "loss": 0.7 - 0.01 * step, "rewards/accuracies": 0.5 + 0.02 * step}
         entry.update(
-            {"rewards/margins": beta * step, "adadpo/grad_balance_mean": 1.0 if loss_type == "adadpo" else 1 / step}
+            {
+                "rewards/margins": beta * step,
+                "adadpo/token_grad_balance_mean": 1.0 if loss_type == "adadpo" else 1 / step,
+            }
         )
         if not reference_free:
             entry["kl/beta_margin"] = beta * step / 2
@@ -90,29 +93,27 @@ def test_missing_eval_metric_falls_back_to_train_and_says_so(tmp_path, runs):
     assert only_simpo.axes[2].get_title() == "β × KL margin (not logged by any run)" and not only_simpo.axes[2].lines
 
 
-def test_grad_balance_is_log_scaled_with_the_balanced_line(runs):
+def test_grad_balance_ratio_on_a_log_axis_and_log10_balance_on_a_linear_one(runs):
     fig = plot_grad_balance(runs)
-    (ax,) = fig.axes  # only the mean is logged here: one panel
-    assert ax.get_title() == "per sequence, |∂L/∂P_w| / |∂L/∂P_l|: mean over pairs"
+    (ax,) = fig.axes  # only the per-token mean is logged here: one panel
+    assert ax.get_title() == "per token, |∂L/∂q_w| / |∂L/∂q_l|: mean over pairs"
     assert ax.get_yscale() == "log"
     balanced = [line for line in ax.lines if line.get_label() == "balanced (ratio = 1)"]
     assert len(balanced) == 1 and list(balanced[0].get_ydata()) == [1.0, 1.0]
     dpo_line = ax.lines[1]
     assert list(dpo_line.get_ydata()) == pytest.approx([1 / s for s in range(1, 11)])
-    for run in runs[:2]:  # these two log only the median; the other two only the mean
-        run.log_history = [{"step": s, "adadpo/grad_balance_median": 10.0**-s} for s in (1, 2, 3)]
-    mean_panel, median_panel = plot_grad_balance(runs).axes
-    assert median_panel.get_title() == "per sequence, |∂L/∂P_w| / |∂L/∂P_l|: median over pairs"
-    assert len(mean_panel.lines) == len(median_panel.lines) == 3  # two runs each + the balanced line
-    assert list(median_panel.lines[0].get_ydata()) == pytest.approx([0.1, 0.01, 0.001])
+    for run in runs[:2]:  # these two log only the per-sequence log10 median; the other two the per-token mean
+        run.log_history = [{"step": s, "adadpo/log10_grad_balance_median": -float(s)} for s in (1, 2, 3)]
+    token_panel, log10_panel = plot_grad_balance(runs).axes
+    assert log10_panel.get_title() == "per sequence, log10 |∂L/∂P_w| / |∂L/∂P_l|: median over pairs"
+    assert log10_panel.get_yscale() == "linear"  # log10 values go negative: a linear axis, balanced at 0
+    assert [line.get_label() for line in log10_panel.lines][-1] == "balanced (log10 ratio = 0)"
+    assert len(token_panel.lines) == len(log10_panel.lines) == 3  # two runs each + the balanced line
+    assert list(log10_panel.lines[0].get_ydata()) == pytest.approx([-1.0, -2.0, -3.0])
     for run in runs:
         run.log_history = [{"step": 1, "loss": 0.5}]
-    with pytest.raises(ValueError, match="No run logged a positive `adadpo/token_grad_balance_mean` or"):
+    with pytest.raises(ValueError, match="No run logged `adadpo/token_grad_balance_mean` or"):
         plot_grad_balance(runs)
-    for run in runs:  # the per-token balance gets its own, first, panel
-        run.log_history = [{"step": s, "adadpo/token_grad_balance_median": 1.0} for s in (1, 2)]
-    (token_panel,) = plot_grad_balance(runs).axes
-    assert token_panel.get_title() == "per token, |∂L/∂q_w| / |∂L/∂q_l|: median over pairs"
 
 
 def results_rows():

@@ -251,3 +251,24 @@ def test_readme_commands_name_files_that_exist(readme):
     assert paths, f"{readme} shows no launch command"
     missing = sorted(p for p in paths if "<" not in p and not (REPO_ROOT / p).is_file())
     assert not missing, f"{readme} names files that do not exist: {missing}"
+
+
+# `key: value  # = beta x ... (B x A)`: a value converted from an official config that states beta/gamma or alpha.
+CONVERTED = re.compile(
+    r"^(simpo_gamma|alpha_dpo_alpha):\s*([0-9.eE+-]+)\s*#\s*= beta x [^(]*\(([0-9.]+) x ([0-9.]+)\)"
+)
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name in ("simpo", "alpha-dpo")], ids=recipe_id)
+def test_converted_hyperparameters_equal_beta_times_the_official_value(path):
+    """SimPO/alpha-DPO's official configs give gamma/beta and alpha per unit of beta; our eq. 12 form takes the
+    products. Each converted value states its product in a comment, whose beta must be the recipe's and whose
+    product must be the value (an unconverted alpha, as the alpha-DPO recipes once had, fails here)."""
+    raw = load_yaml(path)
+    lines = [CONVERTED.match(line) for line in path.read_text().splitlines()]
+    converted = {m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4))) for m in lines if m}
+    expected_keys = {"simpo_gamma", "alpha_dpo_alpha"} if path.parent.name == "alpha-dpo" else {"simpo_gamma"}
+    assert set(converted) == expected_keys, f"{path}: state each conversion as `# = beta x ... (B x A)`"
+    for key, (value, beta, official) in converted.items():
+        assert beta == raw["beta"], (key, beta, raw["beta"])
+        assert value == pytest.approx(beta * official), (key, value, beta, official)

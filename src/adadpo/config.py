@@ -131,8 +131,12 @@ class AdaDPOConfig(trl.DPOConfig):
             "choices": ["batch", "pair"],
         },
     )
-    alpha: float = field(
-        default=_DEFAULTS["alpha"], metadata={"help": "alpha of alpha-DPO (eq. 12): weight of the normalised margin."}
+    alpha_dpo_alpha: float = field(
+        default=_DEFAULTS["alpha_dpo_alpha"],
+        metadata={
+            "help": "alpha of alpha-DPO in the paper's eq. 12 form: weight of the normalised margin. The official "
+            "code's `alpha` is multiplied by beta: alpha_dpo_alpha = beta x alpha_code (docs/losses.md)."
+        },
     )
     alpha_dpo_momentum: float = field(
         default=_DEFAULTS["alpha_dpo_momentum"],

@@ -1,4 +1,4 @@
-"""Atomic file writes, the one way this project writes a file a user keeps (results, configs, caches, model cards).
+"""Writing what a user keeps (results, configs, caches, model cards): atomically, and never with a token in it.
 
 The content goes to a temporary file beside the target, is flushed and fsynced, and is then renamed over the
 target in one step: a crash leaves the old file or the new one, never half of either.
@@ -6,6 +6,7 @@ target in one step: a crash leaves the old file or the new one, never half of ei
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -34,3 +35,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     return write_atomic(path, lambda f: json.dump(payload, f, indent=2, default=str))
+
+
+_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{10,}")
+
+
+def redact(text: str, secrets=()) -> str:
+    """Remove anything that looks like a Hugging Face token, and the given secret values, from text that will be
+    logged or written."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _TOKEN_PATTERN.sub("hf_***", text)

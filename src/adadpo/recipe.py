@@ -29,6 +29,7 @@ RENAMED_KEYS = {
     "gamma": "use `simpo_gamma`",
     "ln": "length normalisation is part of each loss; pick `loss_type` instead",
     "rpo_alpha": "use `sft_weight` (SimPO/alpha-DPO) or `cpo_alpha` (CPO)",
+    "alpha": "use `alpha_dpo_alpha` (alpha-DPO's alpha in eq. 12 form: beta x the official config's `alpha`)",
     "model_init_kwargs": None,  # valid, listed so the hint table stays exhaustive for known keys
 }
 RENAMED_KEYS = {k: v for k, v in RENAMED_KEYS.items() if v is not None}

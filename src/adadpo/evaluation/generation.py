@@ -147,16 +147,21 @@ def generate_vllm(
     return Generations(texts, num_tokens)
 
 
-def load_causal_lm(model_name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False):
-    """Model (on the GPU when there is one) and tokenizer; `dtype="auto"` = bfloat16 on GPU, float32 on CPU."""
+def load_pretrained(model_class, model_name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False):
+    """`model_class.from_pretrained` on the GPU when there is one, and the tokenizer. `dtype="auto"` = bfloat16 on
+    GPU, float32 on CPU (for generation and reward scoring alike)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = model_class.from_pretrained(
         model_name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     ).to(device)
     return model, tokenizer
+
+
+def load_causal_lm(model_name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False):
+    return load_pretrained(AutoModelForCausalLM, model_name_or_path, dtype, trust_remote_code)
 
 
 def generate(

@@ -25,8 +25,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.utils import filter_repo_objects
 from transformers.trainer_utils import HubStrategy
 
-from adadpo.hub.card import build_model_card
 from adadpo.hub.push import HUB_SNAPSHOT_DIR, ensure_repo, failure_reason, hub_api, hub_repo_id
+from adadpo.training.model_card import build_model_card
 
 
 logger = logging.getLogger(__name__)

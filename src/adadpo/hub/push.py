@@ -3,24 +3,13 @@ save, and no token is ever printed or written."""
 
 import logging
 import os
-import re
 
 from huggingface_hub import HfApi
 
+from adadpo.io import redact
+
 
 logger = logging.getLogger(__name__)
-
-_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{10,}")
-
-
-def redact(text: str, secrets=()) -> str:
-    """Remove anything that looks like a Hugging Face token, and the given secret values, from text that will be
-    logged or written."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _TOKEN_PATTERN.sub("hf_***", text)
-
 
 HUB_SNAPSHOT_DIR = ".hub-push"  # output_dir/.hub-push/checkpoint-N: hard-linked copies of checkpoints being pushed
 _NOT_PUSHED_AT_THE_END = [

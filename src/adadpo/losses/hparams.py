@@ -17,7 +17,7 @@ LOSS_HPARAM_DEFAULTS: dict[str, Any] = {
     "simpo_gamma": 0.5,  # SimPO / alpha-DPO target margin gamma (absolute, not gamma/beta)
     "sft_weight": 0.0,  # SimPO's optional SFT term on the chosen response
     "nll_average": "batch",  # NLL/SFT term of cpo/orpo/simpo: token average over the micro-batch (as the references)
-    "alpha": 0.2,  # alpha-DPO's alpha (weight of the normalized margin M*)
+    "alpha_dpo_alpha": 0.2,  # alpha-DPO's alpha (weight of the normalized margin M*), eq. 12 form
     "alpha_dpo_momentum": 0.9,  # EMA momentum of alpha-DPO's margin statistics (official code)
     "rdpo_alpha": 0.05,  # R-DPO's length penalty alpha
     "cpo_alpha": 1.0,  # CPO's NLL weight lambda
@@ -77,7 +77,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "simpo_gamma": lambda v: _number("simpo_gamma", v, lambda x: True, "(any finite value)", "0.5"),
     "sft_weight": _non_negative("sft_weight", "0.0"),
     "nll_average": _one_of("nll_average", NLL_AVERAGES),
-    "alpha": _non_negative("alpha", "0.2"),
+    "alpha_dpo_alpha": _non_negative("alpha_dpo_alpha", "0.2"),
     "alpha_dpo_momentum": lambda v: _number("alpha_dpo_momentum", v, lambda x: 0 <= x < 1, "in [0, 1)", "0.9"),
     "rdpo_alpha": _non_negative("rdpo_alpha", "0.05"),
     "cpo_alpha": _non_negative("cpo_alpha", "1.0"),

@@ -82,7 +82,12 @@ def orpo_terms(inputs: PreferenceInputs, orpo_lambda: float, nll_average: str) -
 
 
 def alpha_dpo_terms(
-    inputs: PreferenceInputs, *, beta: float, simpo_gamma: float, alpha: float, normalize: Callable[[Tensor], Tensor]
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    simpo_gamma: float,
+    alpha_dpo_alpha: float,
+    normalize: Callable[[Tensor], Tensor],
 ) -> PairTerms:
     """SimPO scores with margin sg(gamma + alpha * M*), M = beta [(lw - rw)/|yw| - (ll - rl)/|yl|], M* = normalize(M)."""
     nw, nl = inputs.chosen_lengths, inputs.rejected_lengths
@@ -94,7 +99,7 @@ def alpha_dpo_terms(
         normalized = normalize(raw).detach()
     return replace(
         mean_logp_terms(inputs, simpo_gamma, 0.0, "pair"),  # no SFT term: the average is unused
-        margin=simpo_gamma + alpha * normalized,
+        margin=simpo_gamma + alpha_dpo_alpha * normalized,
         extra_metrics={"alpha_margin": raw, "alpha_margin_normalized": normalized},
     )
 
@@ -136,14 +141,16 @@ def alpha_dpo_loss(
     *,
     beta: float,
     simpo_gamma: float,
-    alpha: float,
+    alpha_dpo_alpha: float,
     normalize: Callable[[Tensor], Tensor],
 ) -> LossOutput:
     """alpha-DPO (eq. 12):  L = -log sigma(u - sg(gamma + alpha * M*)),  u = beta lw/|yw| - beta ll/|yl|,
 
     M = beta [(lw - rw)/|yw| - (ll - rl)/|yl|], M* = (M - mu)/sigma with running statistics kept by
-    `AlphaMarginNormalizer` (passed in as `normalize`). alpha = 0 gives SimPO exactly.
+    `AlphaMarginNormalizer` (passed in as `normalize`); alpha is `alpha_dpo_alpha`. alpha = 0 gives SimPO exactly.
     alpha-DPO: Adaptive Reward Margin is What Direct Preference Optimization Needs (arXiv 2410.10148).
     """
-    terms = alpha_dpo_terms(inputs, beta=beta, simpo_gamma=simpo_gamma, alpha=alpha, normalize=normalize)
+    terms = alpha_dpo_terms(
+        inputs, beta=beta, simpo_gamma=simpo_gamma, alpha_dpo_alpha=alpha_dpo_alpha, normalize=normalize
+    )
     return pair_loss(inputs, terms, beta_l=beta)

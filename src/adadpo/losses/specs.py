@@ -74,7 +74,7 @@ ALL_SPECS = [
         "alpha_dpo",
         simpo_family.alpha_dpo_loss,
         True,
-        ("beta", "simpo_gamma", "alpha", "alpha_dpo_momentum"),
+        ("beta", "simpo_gamma", "alpha_dpo_alpha", "alpha_dpo_momentum"),
         needs_margin_normalizer=True,
         formula="-log σ(β·lw/|yw| - β·ll/|yl| - sg(γ + α·M*)), M* = (M - μ)/σ, M = β[(lw-rw)/|yw| - (ll-rl)/|yl|]",
         paper="α-DPO: Adaptive Reward Margin is What Direct Preference Optimization Needs (arXiv 2410.10148)",

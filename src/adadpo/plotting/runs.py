@@ -33,12 +33,12 @@ DYNAMICS_PANELS = (
 GRAD_BALANCE_KEYS = (
     "adadpo/token_grad_balance_mean",  # per token, in P/P_ref space: what Stable AdaDPO sets to 1
     "adadpo/token_grad_balance_median",
-    "adadpo/grad_balance_mean",  # per sequence, in P space (dominated by the length difference of a pair)
-    "adadpo/grad_balance_median",
+    "adadpo/log10_grad_balance_mean",  # per sequence, in P space, as log10 (dominated by a pair's length difference)
+    "adadpo/log10_grad_balance_median",
 )
 BALANCE_TITLES = {
     "token_grad_balance": "per token, |∂L/∂q_w| / |∂L/∂q_l|",
-    "grad_balance": "per sequence, |∂L/∂P_w| / |∂L/∂P_l|",
+    "log10_grad_balance": "per sequence, log10 |∂L/∂P_w| / |∂L/∂P_l|",
 }
 # AdaDPO solid, DPO dashed as in the paper; other losses get the remaining styles in order of appearance.
 LOSS_LINESTYLES = {"adadpo": "-", "dpo": "--"}
@@ -172,29 +172,38 @@ def plot_training_dynamics(runs: list[Run]) -> Figure:
 
 
 def plot_grad_balance(runs: list[Run], keys: tuple[str, ...] = GRAD_BALANCE_KEYS) -> Figure:
-    """|dL/dP_w| / |dL/dP_l| per step, one panel per summary over pairs that any run logged (mean, and the median,
-    robust to the ratio's many orders of magnitude); log y, with the balanced ratio 1 marked."""
-    keys = [key for key in keys if any(v > 0 for run in runs for v in series(run, key)[1])]
+    """The gradient balance per step, one panel per summary over pairs that any run logged: the per-token ratio on a
+    log axis with 1 (balanced) marked, the per-sequence log10 ratio on a linear axis with 0 (balanced) marked."""
+    keys = [key for key in keys if any(_plottable(key, v) for run in runs for v in series(run, key)[1])]
     if not keys:
-        raise ValueError(
-            f"No run logged a positive {' or '.join(f'`{k}`' for k in GRAD_BALANCE_KEYS)}; nothing to plot."
-        )
+        raise ValueError(f"No run logged {' or '.join(f'`{k}`' for k in GRAD_BALANCE_KEYS)}; nothing to plot.")
     fig = Figure(figsize=(8 * len(keys), 5.5), layout="constrained")
     styles, caption = run_styles(runs)
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
         for run, style in zip(runs, styles):
-            points = [(s, v) for s, v in zip(*series(run, key)) if v > 0]  # a log axis cannot show v <= 0
+            points = [(s, v) for s, v in zip(*series(run, key)) if _plottable(key, v)]
             if points:
                 few_points = {"marker": "o", "markersize": 3} if len(points) < 8 else {}  # one step draws no line
                 ax.plot([p[0] for p in points], [p[1] for p in points], **{**few_points, **style})
-        ax.axhline(1.0, color="black", linestyle=":", linewidth=1.2, label="balanced (ratio = 1)")
-        ax.set_yscale("log")
+        if _is_log10(key):
+            ax.axhline(0.0, color="black", linestyle=":", linewidth=1.2, label="balanced (log10 ratio = 0)")
+        else:
+            ax.axhline(1.0, color="black", linestyle=":", linewidth=1.2, label="balanced (ratio = 1)")
+            ax.set_yscale("log")
         name, summary = key.removeprefix("adadpo/").rsplit("_", 1)
         ax.set(title=f"{BALANCE_TITLES[name]}: {summary} over pairs", xlabel="training step", ylabel=key)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(f"Gradient-balance ratio, 1 = balanced ({caption})", fontsize=13)
     return fig
+
+
+def _is_log10(key: str) -> bool:
+    return "log10_" in key
+
+
+def _plottable(key: str, value: float) -> bool:
+    return math.isfinite(value) and (_is_log10(key) or value > 0)  # a log axis cannot show a ratio <= 0
 
 
 def _legend_below(fig: Figure, runs: list[Run], styles: list[dict[str, Any]]) -> None:

@@ -23,7 +23,7 @@ HEADLINE_METRICS = (
     "eval_rewards/accuracies",
     "eval_rewards/margins",
     "eval_kl/beta_margin",
-    "eval_adadpo/grad_balance_mean",
+    "eval_adadpo/token_grad_balance_median",
     "train_runtime",
 )
 

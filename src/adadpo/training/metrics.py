@@ -1,5 +1,7 @@
 """Per-step training metrics from per-pair tensors already gathered over processes (pure, no accelerate)."""
 
+import math
+
 import torch
 
 
@@ -12,7 +14,8 @@ def pair_metrics(pairs: dict[str, torch.Tensor], beta: float) -> dict[str, float
 
     `rewards/*` use the coefficient the loss actually applied (beta_w for Ada- losses). `kl/beta_margin` is
     beta * [(lw - rw) - (ll - rl)] with the plain beta, comparable across losses (reference-based losses only).
-    `adadpo/grad_balance_*` summarise |dL/dP_w| / |dL/dP_l| per pair: 1 means balanced, DPO's falls below 1.
+    `adadpo/token_grad_balance_*` summarise the per-token |dL/dq_w| / |dL/dq_l| (1 = balanced; Stable AdaDPO holds
+    it there, DPO's falls below 1); `adadpo/log10_grad_balance_*` the per-sequence log10 |dL/dP_w| / |dL/dP_l|.
     """
     chosen_rewards, rejected_rewards = pairs["chosen_rewards"], pairs["rejected_rewards"]
     chosen_len, rejected_len = pairs["chosen_lengths"].clamp(min=1), pairs["rejected_lengths"].clamp(min=1)
@@ -40,22 +43,18 @@ def pair_metrics(pairs: dict[str, torch.Tensor], beta: float) -> dict[str, float
         )
     if "clipped" in pairs:
         out["adadpo/clip_fraction"] = pairs["clipped"].float().mean().item()
-    if "grad_balance" in pairs:
-        # The ratio spans many orders of magnitude (the loss saturates it at e^80): the median and the mean of its
-        # log are the robust summaries; the mean is kept because it is the number people ask for.
-        balance = _finite(pairs["grad_balance"])
-        if balance.numel():
-            out["adadpo/grad_balance_mean"] = balance.mean().item()
-            out["adadpo/grad_balance_median"] = balance.median().item()
     if "token_grad_balance" in pairs:  # per token: Stable AdaDPO holds it at 1 unless clipped
         token_balance = _finite(pairs["token_grad_balance"])
         if token_balance.numel():
             out["adadpo/token_grad_balance_mean"] = token_balance.mean().item()
             out["adadpo/token_grad_balance_median"] = token_balance.median().item()
     if "log_grad_balance" in pairs:
-        log_balance = _finite(pairs["log_grad_balance"])
-        if log_balance.numel():
-            out["adadpo/log_grad_balance_mean"] = log_balance.mean().item()
+        # Per sequence the ratio swings by tens of orders of magnitude with the length difference of a pair (the
+        # loss saturates it at e^80), so it is logged as log10: 0 is balanced, -3 means the rejected side gets 1000x.
+        log10_balance = _finite(pairs["log_grad_balance"]) / math.log(10.0)
+        if log10_balance.numel():
+            out["adadpo/log10_grad_balance_mean"] = log10_balance.mean().item()
+            out["adadpo/log10_grad_balance_median"] = log10_balance.median().item()
     if "ref_chosen_logps" in pairs:
         chosen_ratio = pairs["chosen_logps"] - pairs["ref_chosen_logps"]
         rejected_ratio = pairs["rejected_logps"] - pairs["ref_rejected_logps"]

@@ -17,12 +17,11 @@ from trl.trainer.utils import use_adapter
 
 from adadpo.config import AdaDPOConfig
 from adadpo.data import check_tokenized
-from adadpo.hub.card import write_model_card
-from adadpo.hub.checkpoints import CheckpointPusher
 from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, DataCollatorForPackedPreference, PreferenceCollator
 from adadpo.training.logps import sequence_logps
+from adadpo.training.model_card import write_model_card
 from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.packing import check_packed_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
@@ -33,7 +32,6 @@ logger = logging.getLogger(__name__)
 LOGGED_LOSS_METRICS = (
     "beta_w",
     "clipped",
-    "grad_balance",
     "log_grad_balance",
     "token_grad_balance",
 )  # gathered every step
@@ -52,7 +50,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         max_drop_fraction: float = 0.5,
         launch_command: str | None = None,
         dataset_names: list[str] | None = None,
-        hub_pusher: CheckpointPusher | None = None,
+        hub_pusher=None,
         **kwargs,
     ):
         if args is None or not isinstance(args, AdaDPOConfig):

@@ -7,8 +7,7 @@ from pathlib import Path
 import trl
 from huggingface_hub import ModelCard, ModelCardData
 
-from adadpo.hub.push import redact
-from adadpo.io import write_text_atomic
+from adadpo.io import redact, write_text_atomic
 from adadpo.losses import LOSS_SPECS
 
 
