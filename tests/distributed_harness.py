@@ -8,7 +8,6 @@ environment every process SIGKILLs itself right after checkpoint-N is saved (no 
 One-process baselines call `run_and_report` in the test process itself.
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -16,11 +15,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
-import transformers.trainer
 import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
@@ -28,6 +25,7 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO_ROOT, load_script  # noqa: E402
+from run_helpers import extra_callbacks  # noqa: E402
 
 
 KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
@@ -40,15 +38,6 @@ class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # after the staged checkpoint was renamed into place
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def extra_callbacks(*callbacks):
-    """Every Trainer built inside gets these callbacks too (`main` builds its trainer itself)."""
-    with mock.patch.object(
-        transformers.trainer, "DEFAULT_CALLBACKS", [*transformers.trainer.DEFAULT_CALLBACKS, *callbacks]
-    ):
-        yield
 
 
 def _column(dataset, name) -> list:
@@ -168,14 +157,19 @@ def launch(config: Path, argv: list[str], cwd: Path, kill_after_save: int | None
     if kill_after_save is not None:
         env[KILL_ENV] = str(kill_after_save)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    # Its own process group, killed whole on a timeout: a hung rank must not outlive the test and block pytest.
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"accelerate launch timed out after 900 s:\n{stdout[-3000:]}{stderr[-6000:]}") from None
+    result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
-
-
-def step_logs(report: dict) -> list[dict]:
-    return [entry for entry in report["log_history"] if "loss" in entry]
 
 
 # Compared relatively: the loss and quantities of their own scale. Rewards and margins are differences of two

@@ -14,7 +14,7 @@ from adadpo.plotting.grid import plot_metric_vs_beta
 from adadpo.plotting.runs import load_run, plot_grad_balance, plot_training_dynamics
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
 plot_runs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plot_runs)

@@ -13,8 +13,8 @@ from distributed_harness import (
     launch,
     read_reports,
     run_and_report,
-    step_logs,
 )
+from run_helpers import step_logs
 
 from adadpo.config import check_fsdp_launch
 

@@ -21,8 +21,8 @@ from distributed_harness import (
     launch,
     read_reports,
     run_and_report,
-    step_logs,
 )
+from run_helpers import step_logs
 from safetensors.torch import load_file, save_file
 
 from adadpo.training.ref_cache import ReferenceLogpsCache

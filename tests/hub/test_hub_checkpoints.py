@@ -26,8 +26,8 @@ from conftest import load_script, tiny_run_args
 from hub_standin import LocalHub
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
+from run_helpers import StepCounter, assert_resumed_run_equals_uninterrupted, extra_callbacks, train
 from test_hub import ARG_TOKEN, ENV_TOKEN, REPO_ID, assert_no_token
-from test_reliability_faults import StepCounter, assert_resumed_run_equals_uninterrupted, extra_callbacks, train
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 

@@ -3,7 +3,7 @@ save, says what failed, exits non-zero only after saving, and never leaks the to
 saved folder. `huggingface_hub.HfApi` is patched, so nothing touches the network.
 
 Run as a script, this file is the harness of the exit-code test:
-    python tests/test_hub.py <run_adadpo arguments>
+    python tests/hub/test_hub.py <run_adadpo arguments>
 runs `scripts/run_adadpo.py` as `__main__` with `HfApi.upload_folder` failing like a dropped connection.
 """
 

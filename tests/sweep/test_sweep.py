@@ -16,7 +16,7 @@ from adadpo.sweep.grid import cell_name, config_fields, expand_grid, validate_an
 from adadpo.sweep.parse import parse_grid_tokens, parse_set_tokens
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script(name: str):

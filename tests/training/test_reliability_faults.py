@@ -2,11 +2,10 @@
 the reference cache. Everything runs the real `scripts/run_adadpo.py` `main` on the tiny CPU model.
 
 Run as a script, this file is the harness of the SIGKILL test:
-    python tests/test_reliability_faults.py KILL_STEP <run_adadpo arguments>
+    python tests/training/test_reliability_faults.py KILL_STEP <run_adadpo arguments>
 trains and SIGKILLs itself right after checkpoint-KILL_STEP is saved (no cleanup, no atexit: a hard crash).
 """
 
-import contextlib
 import itertools
 import json
 import os
@@ -18,8 +17,15 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-import transformers.trainer
 from conftest import load_script, tiny_run_args
+from run_helpers import (
+    StepCounter,
+    WeightSnapshots,
+    assert_resumed_run_equals_uninterrupted,
+    extra_callbacks,
+    step_logs,
+    train,
+)
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -28,45 +34,6 @@ from adadpo.training.checkpointing import NORMALIZER_FILE
 from adadpo.training.nonfinite import NonFiniteStepsError
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.trainer import AdaDPOTrainer
-
-
-def train(run_adadpo, argv):
-    return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
-
-
-@contextlib.contextmanager
-def extra_callbacks(*callbacks):
-    """Every Trainer built inside gets these callbacks too (`main` builds its trainer itself)."""
-    with mock.patch.object(
-        transformers.trainer, "DEFAULT_CALLBACKS", [*transformers.trainer.DEFAULT_CALLBACKS, *callbacks]
-    ):
-        yield
-
-
-def step_logs(trainer_or_dir) -> list[dict]:
-    if isinstance(trainer_or_dir, AdaDPOTrainer):
-        history = trainer_or_dir.state.log_history
-    else:
-        history = json.loads((trainer_or_dir / "trainer_state.json").read_text())["log_history"]
-    return [entry for entry in history if "loss" in entry]
-
-
-class WeightSnapshots(TrainerCallback):
-    """Weights after every optimizer step, by global step."""
-
-    def __init__(self):
-        self.by_step = {}
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.by_step[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-class StepCounter(TrainerCallback):
-    def __init__(self):
-        self.steps = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
 
 
 def poisoned_loss(bad_calls: set[int], kind: str):
@@ -153,15 +120,6 @@ def test_checkpoint_with_nan_weights_is_refused(run_adadpo, tiny_model_dir, pref
 # ---- SIGKILL after a checkpoint, then resume --------------------------------------------------------------------
 
 
-def _assert_logs_equal(resumed: list[dict], whole: list[dict]):
-    timing = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
-    assert [e["step"] for e in resumed] == [e["step"] for e in whole]
-    for a, b in zip(resumed, whole, strict=True):
-        assert set(a) == set(b)
-        for key in set(a) - timing:
-            assert a[key] == pytest.approx(b[key], abs=1e-6, rel=0), (a["step"], key)
-
-
 def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run(
     run_adadpo, tiny_model_dir, pref_jsonl, tmp_path
 ):
@@ -188,18 +146,6 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run(
     uninterrupted = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, whole, **common))
 
     assert_resumed_run_equals_uninterrupted(resumed, killed, uninterrupted, whole, last_step=6)
-
-
-def assert_resumed_run_equals_uninterrupted(resumed, resumed_dir, uninterrupted, whole_dir, last_step):
-    """Same final weights and logged metrics (1e-6), and the same alpha-DPO normalizer state."""
-    a, b = load_file(resumed_dir / "model.safetensors"), load_file(whole_dir / "model.safetensors")
-    for name in b:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
-    _assert_logs_equal(step_logs(resumed), step_logs(uninterrupted))
-    norm_a = json.loads((resumed_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
-    norm_b = json.loads((whole_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
-    assert norm_a["num_updates"] == norm_b["num_updates"] == last_step
-    assert norm_a["mean"] == pytest.approx(norm_b["mean"], abs=1e-9) and norm_a["std"] == pytest.approx(norm_b["std"])
 
 
 # ---- A crash while writing a checkpoint or the reference cache --------------------------------------------------

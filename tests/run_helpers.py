@@ -1,0 +1,78 @@
+"""Helpers shared by the tests that run `scripts/run_adadpo.py`'s `main` in the test process: run it, add
+callbacks to the trainer it builds, read its logged steps, and compare a resumed run with an uninterrupted one."""
+
+import contextlib
+import json
+from unittest import mock
+
+import pytest
+import torch
+import transformers.trainer
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from adadpo.training.checkpointing import NORMALIZER_FILE
+from adadpo.training.trainer import AdaDPOTrainer
+
+
+def train(run_adadpo, argv):
+    return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+
+
+@contextlib.contextmanager
+def extra_callbacks(*callbacks):
+    """Every Trainer built inside gets these callbacks too (`main` builds its trainer itself)."""
+    with mock.patch.object(
+        transformers.trainer, "DEFAULT_CALLBACKS", [*transformers.trainer.DEFAULT_CALLBACKS, *callbacks]
+    ):
+        yield
+
+
+def step_logs(run) -> list[dict]:
+    """The per-step training logs of a trainer, a run folder, or a `distributed_harness` report."""
+    if isinstance(run, AdaDPOTrainer):
+        history = run.state.log_history
+    elif isinstance(run, dict):
+        history = run["log_history"]
+    else:
+        history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    return [entry for entry in history if "loss" in entry]
+
+
+class WeightSnapshots(TrainerCallback):
+    """Weights after every optimizer step, by global step."""
+
+    def __init__(self):
+        self.by_step = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.by_step[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def assert_logs_equal(resumed: list[dict], whole: list[dict]):
+    timing = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
+    assert [e["step"] for e in resumed] == [e["step"] for e in whole]
+    for a, b in zip(resumed, whole, strict=True):
+        assert set(a) == set(b)
+        for key in set(a) - timing:
+            assert a[key] == pytest.approx(b[key], abs=1e-6, rel=0), (a["step"], key)
+
+
+def assert_resumed_run_equals_uninterrupted(resumed, resumed_dir, uninterrupted, whole_dir, last_step):
+    """Same final weights and logged metrics (1e-6), and the same alpha-DPO normalizer state."""
+    a, b = load_file(resumed_dir / "model.safetensors"), load_file(whole_dir / "model.safetensors")
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+    assert_logs_equal(step_logs(resumed), step_logs(uninterrupted))
+    norm_a = json.loads((resumed_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
+    norm_b = json.loads((whole_dir / f"checkpoint-{last_step}" / NORMALIZER_FILE).read_text())
+    assert norm_a["num_updates"] == norm_b["num_updates"] == last_step
+    assert norm_a["mean"] == pytest.approx(norm_b["mean"], abs=1e-9) and norm_a["std"] == pytest.approx(norm_b["std"])
