@@ -1,0 +1,109 @@
+"""Each seam of `adadpo.training.trl_compat` against the installed TRL / transformers: if an upgrade renames, stops
+calling or changes what we rely on, one of these fails and names the seam.
+
+Seams covered elsewhere, end to end: `_save_checkpoint` + `_get_output_dir` (staged, all-or-nothing checkpoints:
+`test_reliability_faults.py::test_crash_while_writing_a_checkpoint_keeps_the_previous_one`), `_load_rng_state`
+(resume restores alpha-DPO's statistics: `...::test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run`).
+"""
+
+import inspect
+
+import pytest
+import torch
+from conftest import preference_rows_with_margin
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from trl import DPOTrainer
+from trl.trainer import dpo_trainer as trl_dpo
+
+from adadpo.config import AdaDPOConfig
+from adadpo.training import trl_compat
+from adadpo.training.trainer import AdaDPOTrainer
+
+
+class Recorded(AdaDPOTrainer):
+    """The real trainer, recording which public hooks TRL's private methods routed to."""
+
+    def __init__(self, *args, **kwargs):
+        self.calls = []
+        super().__init__(*args, **kwargs)
+
+    def compute_preference_loss(self, model, inputs, return_outputs):
+        self.calls.append(("loss", sorted(inputs)))
+        return super().compute_preference_loss(model, inputs, return_outputs)
+
+    def check_tokenized_dataset(self, dataset, tokenized, split, tokenizer, args):
+        self.calls.append(("tokenized", split, sorted(tokenized.column_names)))
+        return super().check_tokenized_dataset(dataset, tokenized, split, tokenizer, args)
+
+    def precompute_reference(self, dataset, split, batch_size):
+        self.calls.append(("precompute", split))
+        return super().precompute_reference(dataset, split, batch_size)
+
+
+def build(tiny_model_dir, tmp_path, **config) -> Recorded:
+    args = AdaDPOConfig(
+        output_dir=str(tmp_path / "out"), max_length=64, per_device_train_batch_size=2, use_cpu=True, bf16=False,
+        report_to="none", max_steps=1, save_strategy="no", logging_steps=1, **config,
+    )  # fmt: skip
+    rows = preference_rows_with_margin(6)
+    return Recorded(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_list(rows[:4]),
+        eval_dataset=Dataset.from_list(rows[4:]),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+
+
+def test_trl_routes_tokenization_precompute_and_loss_through_our_hooks(tiny_model_dir, tmp_path):
+    trainer = build(tiny_model_dir, tmp_path, loss_type="madpo", precompute_ref_log_probs=True)
+    tokenized = [c for c in trainer.calls if c[0] == "tokenized"]
+    # `_prepare_dataset`: once per split, after TRL's tokenization
+    assert [c[1] for c in tokenized] == ["train", "eval"]
+    assert all({"prompt_ids", "chosen_ids", "rejected_ids"} <= set(c[2]) for c in tokenized)
+    # `_precompute_ref_logps`: once per split at the end of `__init__`
+    assert [c[1] for c in trainer.calls if c[0] == "precompute"] == ["train", "eval"]
+    assert trainer._precompute_engine is None  # TRL's attribute that `precompute_model` reuses under DeepSpeed
+    trainer.train()
+    # `_compute_loss`: TRL's `compute_loss` delegates to it; `_set_signature_columns_if_needed` keeps our columns
+    [(_, batch_keys)] = [c for c in trainer.calls if c[0] == "loss"]
+    assert {"reward_margin", "ref_chosen_logps", "ref_rejected_logps"} <= set(batch_keys)
+    # `_metrics` / `_total_train_tokens`: what `log` averages and the `num_tokens` counter
+    assert trainer.state.log_history[0]["num_tokens"] == trainer.total_train_tokens > 0
+    assert trainer.padding_free is False and trainer.args.padding_free is False
+
+
+def test_packing_flag_survives_trl_init_and_reference_free_losses_load_no_reference(tiny_model_dir, tmp_path):
+    trainer = build(tiny_model_dir, tmp_path, loss_type="simpo", padding_free=True)
+    assert trainer.args.padding_free is True and trainer.padding_free is True  # switched off only during TRL's init
+    assert trainer.ref_model is None  # the reference loader was swapped out for TRL's init
+    assert trl_dpo.create_model_from_path is trl_compat.trl_dpo.create_model_from_path  # and swapped back
+
+
+@pytest.mark.parametrize("name", [trl_compat.TRL_REFERENCE_LOADER, trl_compat.TRL_WEIGHT_HASH])
+def test_swapped_trl_functions_exist_and_are_called_by_dpo_trainer_init(name):
+    assert callable(getattr(trl_dpo, name)), f"trl.trainer.dpo_trainer.{name} is gone"
+    assert f"{name}(" in inspect.getsource(DPOTrainer.__init__), f"DPOTrainer.__init__ no longer calls {name}"
+
+
+def test_swapping_a_missing_trl_function_is_refused_by_name():
+    with pytest.raises(RuntimeError, match="no_such_function is gone"):
+        with trl_compat._replaced(trl_dpo, "no_such_function", None):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("owner", "method", "caller"),
+    [
+        (DPOTrainer, "_compute_loss", DPOTrainer.compute_loss),
+        (DPOTrainer, "_prepare_dataset", DPOTrainer.__init__),
+        (DPOTrainer, "_precompute_ref_logps", DPOTrainer.__init__),
+        (Trainer, "_get_output_dir", Trainer._save_checkpoint),
+        (Trainer, "_load_rng_state", Trainer._run_epoch),
+        (Trainer, "_save_checkpoint", Trainer._maybe_log_save_evaluate),
+    ],
+)
+def test_private_methods_we_override_are_still_called_where_we_rely_on_it(owner, method, caller):
+    assert hasattr(owner, method), f"{owner.__name__}.{method} is gone"
+    assert f"self.{method}(" in inspect.getsource(caller), f"{caller.__qualname__} no longer calls {method}"
