@@ -7,24 +7,20 @@
 
 import logging
 import os
-import shlex
 import sys
 
 import datasets
 import transformers
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
-from adadpo.data import dataset_names, get_preference_datasets
 from adadpo.hub.checkpoints import CheckpointPusher
 from adadpo.hub.push import HubError, hub_repo_id, safe_push
 from adadpo.hub.resume import HUB_RESUME, resume_from_hub
 from adadpo.io import write_json_atomic
-from adadpo.losses import LOSS_SPECS
 from adadpo.recipe import parse_args, save_resolved_config
-from adadpo.training.models import get_model, get_tokenizer
-from adadpo.training.trainer import AdaDPOTrainer
+from adadpo.training.setup import build_trainer
 
 
 logger = logging.getLogger(__name__)
@@ -58,46 +54,21 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         if last_checkpoint is not None:
             logger.info("Resuming from the last checkpoint in output_dir: %s", last_checkpoint)
 
-    #####################
-    # Model and tokenizer
-    #####################
-    tokenizer = get_tokenizer(model_args, script_args.chat_template, training_args.trust_remote_code)
-    model = get_model(model_args, training_args)
-
-    ######
-    # Data
-    ######
-    dataset = get_preference_datasets(
-        script_args,
-        tokenizer,
-        seed=training_args.seed,
-        needs_reward_margin=LOSS_SPECS[training_args.loss_type].needs_reward_margin,
-    )
-    eval_dataset = dataset.get("test")
-    if eval_dataset is None and training_args.eval_strategy != "no":
-        raise ValueError(
-            f"`eval_strategy: {training_args.eval_strategy}` needs an eval split: set `test_split_size` or a dataset "
-            "with a test split, or set `eval_strategy: no`."
-        )
-
-    #########
-    # Trainer
-    #########
+    ##########################################
+    # Model, tokenizer, data and trainer
+    ##########################################
+    # adadpo.training.setup.build_trainer: shared with scripts/preflight.py, so a preflight checks this very setup.
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # we push once, at the end, after everything is saved locally
     hub_token, training_args.hub_token = training_args.hub_token, None  # else pickled into training_args.bin
-    trainer = AdaDPOTrainer(
-        model,
-        args=training_args,
-        train_dataset=dataset["train"],
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        max_drop_fraction=script_args.max_drop_fraction,
-        launch_command=_launch_command(argv, training_args.world_size),
-        dataset_names=dataset_names(script_args),
+    trainer = build_trainer(
+        script_args,
+        training_args,
+        model_args,
+        argv,
         hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
-    )
+    ).trainer
+    eval_dataset = trainer.eval_dataset
 
     ##########
     # Training
@@ -142,17 +113,6 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         )
         logger.info("Pushed %s to the Hub repo %s", training_args.output_dir, repo_id)
     return trainer
-
-
-def _launch_command(argv, world_size: int) -> str:
-    argv = list(argv if argv is not None else sys.argv[1:])
-    for i, arg in enumerate(argv):  # the model card shows this command: never the token
-        if arg.startswith("--hub_token="):
-            argv[i] = "--hub_token=***"
-        elif i and argv[i - 1] == "--hub_token":
-            argv[i] = "***"
-    args = " ".join(shlex.quote(a) for a in argv)
-    return f"accelerate launch --num_processes {world_size} scripts/run_adadpo.py {args}"
 
 
 if __name__ == "__main__":
