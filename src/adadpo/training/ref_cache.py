@@ -195,11 +195,18 @@ class ReferenceLogpsCache:
             rejected.append(ref_rejected.float().cpu())
         return torch.cat(chosen).numpy(), torch.cat(rejected).numpy()
 
-    def get_or_compute(self, trainer, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+    def lookup(self, trainer, dataset: Dataset, name: str) -> tuple[str, tuple[np.ndarray, np.ndarray] | None]:
+        """(key, cached arrays or None), recorded in `lookups`. Every process must call this."""
         key = [self.key(trainer, dataset)]
         broadcast_object_list(key, from_process=0)  # ZeRO-3 shards weights: rank 0's key is everyone's
         key = key[0]
         cached = self.load(key, name, len(dataset))
+        self.last_key, self.last_hit = key, cached is not None
+        self.lookups[name] = {"key": key, "hit": cached is not None}
+        return key, cached
+
+    def get_or_compute(self, trainer, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+        key, cached = self.lookup(trainer, dataset, name)
         if cached is None:
             chosen, rejected = self.compute(trainer, dataset, name, batch_size)
             if trainer.accelerator.is_main_process:
@@ -209,8 +216,6 @@ class ReferenceLogpsCache:
         else:
             chosen, rejected = cached
             logger.info("Reference log-probs for %s loaded from cache %s", name, key)
-        self.last_key, self.last_hit = key, cached is not None
-        self.lookups[name] = {"key": key, "hit": cached is not None}
         return dataset.add_column("ref_chosen_logps", chosen.tolist()).add_column(
             "ref_rejected_logps", rejected.tolist()
         )

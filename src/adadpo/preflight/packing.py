@@ -1,0 +1,73 @@
+"""Check 3, packing on the real kernel: packed per-sequence log-probs with the recipe's attention (e.g.
+flash_attention_2's varlen kernel) equal padded log-probs with a mask-based implementation, on real micro-batches.
+A negative control, the same packed row with position ids that do not restart, must differ: it shows the check can
+see a cross-sequence leak with this kernel on this hardware (a leak made a peer project's first loss ~6x ln 2)."""
+
+import contextlib
+
+import torch
+
+from adadpo.preflight.batches import collate, model_dtype
+from adadpo.preflight.identity import TOLERANCE
+from adadpo.preflight.report import FAIL, PASS, Report, fmt
+from adadpo.training.collators import PreferenceCollator
+from adadpo.training.logps import sequence_logps, unwrap_model
+from adadpo.training.packing import MASK_PACKED_IMPLEMENTATIONS
+
+
+GROUP = "3 packing"
+
+
+@contextlib.contextmanager
+def attention(model, name: str):
+    """Run `model` with another attention implementation inside the block. transformers' decoder layers and mask
+    builders read `config._attn_implementation` at every forward, so setting it switches the kernel without
+    reloading (and without `set_attn_implementation`'s availability checks, which refuse flash on a machine
+    without it, e.g. the CPU emulation of the tests)."""
+    config = model.config
+    original = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
+
+
+def _unrestarted(batch: dict) -> dict:
+    rows, length = batch["input_ids"].shape
+    positions = torch.arange(length, device=batch["input_ids"].device).expand(rows, length)
+    return dict(batch, position_ids=positions.contiguous())
+
+
+def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
+    args = trainer.args
+    if not args.padding_free:
+        report.add(GROUP, "packed == padded log-probs", PASS, "not used (padding_free: false)")
+        return
+    model = unwrap_model(trainer.model)
+    attn = model.config._attn_implementation
+    mask_attn = attn if attn in MASK_PACKED_IMPLEMENTATIONS else "sdpa"
+    pad_id = trainer.data_collator.pad_token_id
+    padded_collator = PreferenceCollator(pad_token_id=pad_id, max_length=args.max_length,
+                                         truncation_mode=args.truncation_mode)  # fmt: skip
+    tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
+    worst, control_gap, sequences = 0.0, 0.0, 0
+    for rows in batches:
+        packed = collate(trainer, rows)
+        with torch.no_grad():
+            packed_logps = sequence_logps(trainer.model_wrapped, packed).logps.float()
+            control = sequence_logps(trainer.model_wrapped, _unrestarted(packed)).logps.float()
+            with attention(model, mask_attn):
+                padded = sequence_logps(trainer.model_wrapped, collate(trainer, rows, padded_collator)).logps.float()
+        scale = padded.abs() * tol + 1e-3
+        worst = max(worst, float(((packed_logps - padded).abs() / scale).max()))
+        control_gap = max(control_gap, float(((control - padded).abs() / scale).max()))
+        sequences += len(padded)
+    report.add(GROUP, f"packed ({attn}) == padded ({mask_attn})", PASS if worst <= 1 else FAIL,
+               f"max |d logp| / tol {fmt(worst)} over {sequences} sequences (tol {tol} |logp| + 1e-3)",
+               f"attn_implementation={attn!r} attends across packed sequences here: set `padding_free: false`, or "
+               "another `attn_implementation` (sdpa packs exactly; docs/packing.md)")  # fmt: skip
+    report.add(GROUP, "negative control (positions not restarted) differs", PASS if control_gap > 1 else FAIL,
+               f"max |d logp| / tol {fmt(control_gap)} (must be > 1)",
+               "the check cannot see a cross-sequence leak with this kernel: do not trust packing here; set "
+               "`padding_free: false`")  # fmt: skip
