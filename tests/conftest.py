@@ -89,3 +89,20 @@ def tiny_run_args(model_dir, data_path, output_dir, **overrides) -> list[str]:
     }
     args.update(overrides)
     return [f"--{key}={value}" for key, value in args.items() if value is not None]
+
+
+@pytest.fixture
+def emulated_flash(monkeypatch):
+    """transformers' flash-attention path on CPU, through a pure-torch reference kernel (tests/flash_reference.py)."""
+    from flash_reference import emulate_flash
+
+    emulate_flash(monkeypatch)
+
+
+@pytest.fixture
+def leaky_attention(monkeypatch):
+    """`sdpa` replaced by an attention function that ignores packed boundaries (test-only)."""
+    from flash_reference import leaky_sdpa
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", leaky_sdpa)

@@ -249,30 +249,90 @@ def test_peft_lora_packed_equals_padded(tokenizer):
         )
 
 
-def test_flash_attention_batches_are_flattened_to_one_row(tokenizer):
-    """transformers' flash varlen path only reads packing from a single row, so multi-row packed batches are flattened;
-    an sdpa model behind a config that says flash_attention_2 shows the flattening keeps the numbers."""
+def flash_model(tokenizer, seed=0):
+    """A model on transformers' real flash_attention_2 path (kernel: tests/flash_reference.py, `emulated_flash`)."""
+    model = make_model(tokenizer, seed=seed)
+    model.config._attn_implementation = "flash_attention_2"
+    return model
 
-    class FlashSpy(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.shapes = inner, []
-            self.config = type("Config", (), {"_attn_implementation": "flash_attention_2"})()
 
-        def forward(self, **kwargs):
-            self.shapes.append(tuple(kwargs["input_ids"].shape))
-            return self.inner(**kwargs)
+@pytest.mark.parametrize("max_tokens_per_batch", [None, MAX_LENGTH])
+def test_flash_varlen_packed_equals_padded_sdpa(tokenizer, emulated_flash, max_tokens_per_batch):
+    """Several rows are flattened to one (transformers reads packing from a single row), cu_seqlens come from the
+    restarting position ids, and log-probs, loss and gradients equal padded sdpa's."""
+    examples = make_examples(7)
+    batch = collate(tokenizer, examples, packed=True, max_tokens_per_batch=max_tokens_per_batch)
+    assert (batch["input_ids"].shape[0] > 1) == (max_tokens_per_batch is not None)
+    sdpa = dpo_step(make_model(tokenizer), make_model(tokenizer, seed=1), collate(tokenizer, examples, packed=False))
+    flash = dpo_step(flash_model(tokenizer), flash_model(tokenizer, seed=1), batch)
+    assert_same_step(sdpa, flash)
+    assert flash[0].per_token_logps.shape == batch["input_ids"].shape
 
-    model, examples = make_model(tokenizer), make_examples(7)
-    batch = collate(tokenizer, examples, packed=True, max_tokens_per_batch=MAX_LENGTH)
-    rows, length = batch["input_ids"].shape
-    spy = FlashSpy(model)
+
+def test_flash_varlen_path_really_runs_and_separates_sequences(tokenizer, emulated_flash):
+    """Controls: the varlen kernel is what ran (position ids that do not restart change the numbers), and a leaky
+    kernel that ignores cu_seqlens is caught by the same comparison."""
+    import flash_reference
+
+    examples, model = make_examples(7), flash_model(tokenizer)
+    batch = collate(tokenizer, examples, packed=True)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["cu_seqlens_q"].tolist())
+        return original(*args, **kwargs)
+
+    original = flash_reference.flash_attn_varlen_func
     with torch.no_grad():
-        flattened = sequence_logps(spy, batch)
-        padded = sequence_logps(model, collate(tokenizer, examples, packed=False))
-    assert rows > 1 and spy.shapes == [(1, rows * length)]
-    assert flattened.per_token_logps.shape == (rows, length)
-    torch.testing.assert_close(flattened.logps, padded.logps, **TOL)
+        padded = sequence_logps(make_model(tokenizer), collate(tokenizer, examples, packed=False)).logps
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(flash_reference, "flash_attn_varlen_func", counting)
+            flash_reference.emulate_flash(mp)
+            packed = sequence_logps(model, batch).logps
+        unrestarted = dict(batch, position_ids=torch.arange(batch["input_ids"].shape[1]).unsqueeze(0))
+        assert (sequence_logps(model, unrestarted).logps[1:] - padded[1:]).abs().max() > 1e-2
+    torch.testing.assert_close(packed, padded, **TOL)
+    assert len(calls) == model.config.num_hidden_layers and len(calls[0]) == 2 * len(examples) + 1
+    with pytest.MonkeyPatch.context() as mp:
+        flash_reference.emulate_flash(mp, leaky=True)
+        with torch.no_grad():
+            leaky = sequence_logps(flash_model(tokenizer), batch).logps
+    assert (leaky[1:] - padded[1:]).abs().max() > 1e-2
+
+
+def test_flash_varlen_gradient_accumulation_equals_one_padded_batch(tokenizer, emulated_flash):
+    """Two packed flash micro-batches accumulated = one padded sdpa batch of all pairs (mean of equal halves)."""
+    examples = make_examples(8)
+    whole = dpo_step(make_model(tokenizer), make_model(tokenizer, seed=1), collate(tokenizer, examples, False))
+    policy, reference = flash_model(tokenizer), flash_model(tokenizer, seed=1)
+    grads = {}
+    for half in (examples[:4], examples[4:]):
+        for name, grad in dpo_step(policy, reference, collate(tokenizer, half, True))[3].items():
+            grads[name] = grads.get(name, 0) + grad / 2
+    for name, grad in whole[3].items():
+        torch.testing.assert_close(grads[name], grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_flash_varlen_gradient_checkpointing_and_lora(tokenizer, emulated_flash):
+    from peft import LoraConfig, get_peft_model
+
+    examples = make_examples(7)
+    padded_batch, packed_batch = collate(tokenizer, examples, False), collate(tokenizer, examples, True)
+    checkpointed = flash_model(tokenizer)
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed.train()
+    plain = make_model(tokenizer)
+    plain.train()
+    reference = make_model(tokenizer, seed=1)
+    assert_same_step(dpo_step(plain, reference, padded_batch), dpo_step(checkpointed, reference, packed_batch))
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    sdpa_lora = get_peft_model(make_model(tokenizer), lora)
+    flash_lora = get_peft_model(flash_model(tokenizer), lora)
+    flash_lora.load_state_dict(sdpa_lora.state_dict())
+    padded, packed = dpo_step(sdpa_lora, reference, padded_batch), dpo_step(flash_lora, reference, packed_batch)
+    assert_same_step(padded, packed)
+    assert packed[3] and all("lora_" in name for name in packed[3])
 
 
 def test_unsupported_attention_is_refused(tokenizer):
