@@ -134,7 +134,7 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
         same = resources.fingerprint(trainer) == checks.fingerprint
         report.add(resources.GROUP, "weights restored after the steps", PASS if same else FAIL,
                    "fingerprint unchanged" if same else "fingerprint changed", "a bug in preflight: report it")  # fmt: skip
-        details["reference"] = ReferenceSource(trainer).describe()
+        details |= checks.details | {"reference": ReferenceSource(trainer).describe()}
         return report, details
     finally:
         shutil.rmtree(folder, ignore_errors=True)
