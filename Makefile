@@ -1,4 +1,4 @@
-.PHONY: install demo test test-fast quality style bench bench-gpu bench-quality bench-dynamics clean
+.PHONY: install demo preflight test test-fast quality style bench bench-gpu bench-quality bench-dynamics clean
 
 # Every target runs inside the project venv (created by `make install`).
 VENV ?= .venv
@@ -22,6 +22,13 @@ demo: install
 	$(ACCELERATE) launch --config_file accelerate_configs/cpu.yaml scripts/run_adadpo.py \
 		--config recipes/smollm2-135m-instruct/adadpo/config_cpu.yaml
 	$(PY) scripts/prepare_demo.py --report outputs/smollm2-135m-instruct-adadpo-cpu
+
+# Check a recipe on this machine before a long run (docs/preflight.md):
+#   make preflight RECIPE=recipes/llama-3-8b-instruct/adadpo/config_full.yaml ACCELERATE_CONFIG=accelerate_configs/deepspeed_zero3.yaml
+RECIPE ?= recipes/smollm2-135m-instruct/adadpo/config_cpu.yaml
+ACCELERATE_CONFIG ?= accelerate_configs/cpu.yaml
+preflight:
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) scripts/preflight.py --config $(RECIPE) $(ARGS)
 
 test:
 	$(PY) -m pytest -q tests

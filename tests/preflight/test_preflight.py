@@ -129,3 +129,24 @@ def test_passes_on_two_processes(tiny_model_dir, pref_jsonl, tmp_path, launcher)
     assert rows["processes x per-device batch x accumulation"]["value"].startswith("2 x 2 x 2 = 8")
     assert rows["every rank: same loss for the same pairs"]["value"].startswith("2 ranks")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted(p for p in (REPO_ROOT / "recipes").glob("*/*/config_*.yaml") if p.parent.name != "generate")
+)
+def test_every_training_recipe_parses_through_preflight(preflight, recipe, tmp_path):
+    """The GPU recipes parse here (on CPU: `use_cpu`); the CPU one runs end to end in docs/preflight.md."""
+    argv = [
+        "--config",
+        str(recipe),
+        "--report",
+        "x.json",
+        "--use_cpu",
+        "true",
+        "--batches=3",
+        f"--output_dir={tmp_path}",
+    ]
+    options, rest = preflight.split_options(argv)
+    assert options == {"report": "x.json", "sample_rows": 256, "batches": 3}
+    script_args, training_args, model_args = preflight.parse_args(rest)
+    assert model_args.model_name_or_path and training_args.loss_type
