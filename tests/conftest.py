@@ -53,6 +53,20 @@ def model_loads(monkeypatch) -> list[str]:
     return loads
 
 
+def harness_env(**extra: str) -> dict[str, str]:
+    """Environment of a subprocess that runs a test file as a per-process harness script: offline, quiet, one
+    thread, and `tests/` importable (pytest puts it on sys.path; a script run from tests/<package>/ does not)."""
+    paths = [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
+
+
 def load_script(name: str):
     """Import scripts/<name>.py as a module, so tests call its real `main`."""
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO_ROOT, load_script  # noqa: E402
+from conftest import REPO_ROOT, harness_env, load_script  # noqa: E402
 from run_helpers import extra_callbacks  # noqa: E402
 
 
@@ -153,7 +153,7 @@ def _launch_config(folder: Path, name: str, **settings) -> Path:
 
 def launch(config: Path, argv: list[str], cwd: Path, kill_after_save: int | None = None, check: bool = True):
     """`accelerate launch --config_file config` this harness with `argv`; the completed process."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env = harness_env()
     if kill_after_save is not None:
         env[KILL_ENV] = str(kill_after_save)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]

@@ -15,7 +15,7 @@ from unittest import mock
 
 import httpx2 as httpx  # huggingface_hub 2.x ships its HTTP client as `httpx2`
 import pytest
-from conftest import REPO_ROOT, tiny_run_args
+from conftest import REPO_ROOT, harness_env, tiny_run_args
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +83,7 @@ def test_failed_push_with_a_bad_token_keeps_the_local_save(
 
 def test_failed_push_exits_nonzero_only_after_saving(tiny_model_dir, pref_jsonl, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "HF_TOKEN": ENV_TOKEN, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = harness_env(HF_TOKEN=ENV_TOKEN)
     proc = subprocess.run(
         [sys.executable, __file__, *push_args(tiny_model_dir, pref_jsonl, out)],
         cwd=tmp_path,

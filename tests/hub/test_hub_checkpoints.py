@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import httpx2 as httpx  # huggingface_hub 2.x ships its HTTP client as `httpx2`
 import pytest
-from conftest import load_script, tiny_run_args
+from conftest import harness_env, load_script, tiny_run_args
 from hub_standin import LocalHub
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
@@ -254,7 +254,7 @@ def test_kill_after_a_pushed_checkpoint_then_resume_from_the_hub_on_an_empty_out
     """alpha-DPO, as the local SIGKILL test: the normalizer, counters, RNG and data order travel through the Hub."""
     common = {"loss_type": "alpha_dpo", "max_steps": 6, "save_steps": 3, "seed": 3}
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = harness_env()
     argv = hub_args(tiny_model_dir, pref_jsonl, killed, **common)
     proc = subprocess.run(
         [sys.executable, __file__, str(local_hub.root), "3", *argv],
@@ -311,7 +311,7 @@ def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd, timeout=600):
     """`accelerate launch` this file. On a timeout the launcher and every rank are killed (the ranks run in sessions
     of their own and would outlive the launcher, holding its pipes open), so a hang fails the test and leaves nothing
     behind."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env = harness_env()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config), __file__]
     proc = subprocess.Popen(
         [*cmd, str(hub.root), "0", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -17,7 +17,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, tiny_run_args
+from conftest import harness_env, load_script, tiny_run_args
 from run_helpers import (
     StepCounter,
     WeightSnapshots,
@@ -126,7 +126,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run(
     """alpha-DPO: its margin normalizer (EMA state) and the data order must survive the restart exactly."""
     common = {"loss_type": "alpha_dpo", "max_steps": 6, "save_steps": 3, "seed": 3}
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = harness_env()
     proc = subprocess.run(
         [sys.executable, __file__, "3", *tiny_run_args(tiny_model_dir, pref_jsonl, killed, **common)],
         cwd=tmp_path,
