@@ -6,9 +6,8 @@ import logging
 
 import datasets
 import pytest
-import torch
 from conftest import REPO_ROOT, load_script
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from test_scoring import tiny_classifier
 from trl.data_utils import is_conversational
 
 from adadpo.evaluation.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
@@ -148,18 +147,7 @@ def test_generate_preferences_same_seed_same_pairs(tiny_model, prompt_file, tmp_
 
 def test_generate_preferences_with_a_reward_model_and_hub_push(tiny_model, prompt_file, tmp_path, monkeypatch):
     tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tiny_classifier(tokenizer).save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     pushed = {}
     monkeypatch.setattr(
