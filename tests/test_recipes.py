@@ -11,7 +11,8 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from adadpo.config import AdaDPOConfig, ScriptArguments, derive_gradient_accumulation
+from adadpo.config import AdaDPOConfig, ScriptArguments
+from adadpo.launch import derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSS_SPECS
 from adadpo.recipe import parse_args
 

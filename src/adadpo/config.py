@@ -8,6 +8,7 @@ from typing import Any
 
 import trl
 
+from adadpo.launch import check_fsdp_launch, check_process_group, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, get_loss_spec, validate_loss_hparams
 
 
@@ -218,37 +219,3 @@ class AdaDPOConfig(trl.DPOConfig):
     def loss_hparams(self) -> dict[str, Any]:
         """Every loss hyperparameter, by config name, as `adadpo.losses.preference_loss` takes them."""
         return {name: getattr(self, name) for name in LOSS_HPARAM_DEFAULTS}
-
-
-def check_process_group(launched: int, world_size: int) -> None:
-    """`accelerate launch` started several processes that did not join one group (e.g. `cpu_2proc.yaml` without
-    `use_cpu: true`): each would silently train alone on the full data."""
-    if launched > 1 and world_size == 1:
-        raise ValueError(
-            f"Launched with {launched} processes, but this process does not see the others (world_size 1), so each "
-            "would train on its own. On a machine without GPUs set `use_cpu: true` in the recipe."
-        )
-
-
-def check_fsdp_launch(environ, distributed_type: str) -> None:
-    """The launch config asks for FSDP (`accelerate launch` sets ACCELERATE_USE_FSDP), but these processes run on
-    CPU: accelerate turns FSDP on only over a multi-accelerator process group, so it would silently train plain DDP,
-    every process holding the whole model."""
-    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and distributed_type == "MULTI_CPU":
-        raise ValueError(
-            f"The accelerate config asks for FSDP, but the processes run on CPU ({distributed_type}), where "
-            "accelerate drops FSDP and trains plain DDP. FSDP needs GPUs; on CPU launch with cpu_2proc.yaml or a "
-            "DeepSpeed config."
-        )
-
-
-def derive_gradient_accumulation(global_batch_size: int, world_size: int, per_device_batch_size: int) -> int:
-    """Keep the paper's global batch whatever the GPU count: GA = global / (world * per-device)."""
-    per_step = world_size * per_device_batch_size
-    if global_batch_size <= 0 or global_batch_size % per_step != 0:
-        raise ValueError(
-            f"`global_batch_size` ({global_batch_size}) must be a positive multiple of world_size "
-            f"({world_size}) x per_device_train_batch_size ({per_device_batch_size}) = {per_step}. "
-            "Change `per_device_train_batch_size` or `global_batch_size`."
-        )
-    return global_batch_size // per_step

@@ -16,7 +16,7 @@ from distributed_harness import (
 )
 from run_helpers import step_logs
 
-from adadpo.config import check_fsdp_launch
+from adadpo.launch import check_fsdp_launch
 
 
 pytestmark = pytest.mark.slow

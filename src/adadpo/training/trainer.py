@@ -16,7 +16,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from adadpo.config import AdaDPOConfig
-from adadpo.data import check_tokenized
+from adadpo.data_checks import check_tokenized
 from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, DataCollatorForPackedPreference, PreferenceCollator
