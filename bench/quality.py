@@ -6,16 +6,22 @@
 2. Train `dpo` and `adadpo` on them with identical settings and seed (`scripts/run_adadpo.py`, accelerate, CPU).
 3. Evaluate base, DPO and AdaDPO on IFEval's held-out half (`scripts/evaluate.py`, greedy): IFEval's four numbers
    (prompt / instruction level, strict / loose), wins / losses / ties vs base, mean response length.
-4. Print one table and write it to `bench/results/quality/quality.json` and `.md`.
+4. Print one table (plus AdaDPO vs DPO prompt by prompt) and write it to
+   `bench/results/quality/full/lr<learning rate>/quality.json` and `.md`.
+
+A re-run skips the stages whose output exists and refuses output made with other settings (`generation.json`,
+`run.json` record them).
 
 The held-out half is not the leaderboard protocol (all 541 prompts): compare these numbers across the three models,
 not with published IFEval scores. IFEval data: `--ifeval_data` (default `../shared/data/ifeval_input_data.jsonl`).
 
-    python bench/quality.py            # full: ~45 min on 2 idle CPU cores (an estimate, see SIZES), budget < 60 min
+    python bench/quality.py            # full: 55 min on 2 idle CPU cores (measured, see SIZES)
+    python bench/quality.py --learning_rate 1e-4   # the same pairs, both losses at another learning rate
     python bench/quality.py --quick    # a few minutes, same pipeline, tiny sizes
 """
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -29,6 +35,8 @@ import yaml
 
 from adadpo.demo import prepare_smollm2
 from adadpo.evaluation.ifeval import METRICS
+from adadpo.evaluation.stats import win_loss_tie
+from adadpo.io import write_json_atomic, write_text_atomic
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,12 +45,11 @@ SIZES = {
     # train prompts (None: all of IFEval's train half that can be scored here), samples per prompt, sampling tokens,
     # pairs trained on, pairs held out for the final reward accuracy / margin, held-out prompts (None: the whole
     # held-out half), eval tokens, epochs.
-    # CPU decoding is latency-bound (~0.5-1 s per step for SmolLM2-135M on 2 cores), so prompts are batched wide
-    # (32 per batch: ~1.9 s per prompt for 4 samples); training costs ~3 s per pair per epoch per loss. The previous
-    # (own-prompt) version took 41 min for 320 prompts, 175 pairs and 80 held-out prompts at 96 tokens; IFEval's
-    # halves are 275 / 266 prompts (242 / 234 scorable without NLTK's punkt), and evaluating 266 prompts x 3 models
-    # at 128 tokens costs ~8 min, so the sizes below should land near 45 min (estimated from those rates; this size
-    # has not been run end to end yet).
+    # Measured (2026-12-02, 2 idle cores, `python bench/quality.py`): 55.0 min in all. Sampling 15.3 min (240
+    # scorable train prompts x 4 samples of <= 64 tokens, 3.8 s per prompt; 88 of them not tied -> 88 pairs), training
+    # 23.2 min (2 x 10 optimizer steps of 16 pairs, ~65 s each, with the held-out evaluations), evaluation 16.5 min
+    # (3 models x 266 held-out prompts, greedy, <= 128 tokens: ~1.2 s per prompt per model). A further
+    # `--learning_rate` reuses the pairs and costs ~40 min.
     "full": {
         "train_prompts": None,
         "num_samples": 4,
@@ -94,9 +101,25 @@ def load_script(name: str):
     return module
 
 
-def train(loss_type: str, data: Path, model_dir: Path, out: Path, size: dict) -> dict:
+def check_or_record(path: Path, settings: dict, what: str) -> None:
+    """A re-run skips the stages whose output exists; `path` records the settings that made them, so output made
+    with other settings (a changed size, learning rate or pair file) is refused instead of silently reused."""
+    settings = json.loads(json.dumps(settings))  # compare as JSON reads it back
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != settings:
+            changed = sorted(k for k in settings.keys() | recorded.keys() if settings.get(k) != recorded.get(k))
+            raise SystemExit(
+                f"{path.parent} holds {what} made with other settings (changed: {', '.join(changed)}). "
+                f"Pass another --out, or delete {path.parent} to redo it."
+            )
+    else:
+        write_json_atomic(path, settings)
+
+
+def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict, settings: dict) -> dict:
     recipe = {
-        **TRAIN_SETTINGS,
+        **settings,
         "model_name_or_path": str(model_dir),
         "dataset_name": str(data),
         "loss_type": loss_type,
@@ -104,11 +127,11 @@ def train(loss_type: str, data: Path, model_dir: Path, out: Path, size: dict) ->
         "max_train_samples": size["max_pairs"],
         "test_split_size": size["eval_pairs"],
         "per_device_eval_batch_size": 8,
-        "output_dir": str(out / loss_type),
+        "output_dir": str(run_dir / loss_type),
     }
-    recipe_path = out / f"{loss_type}.yaml"
+    recipe_path = run_dir / f"{loss_type}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    if not (out / loss_type / "all_results.json").exists():
+    if not (run_dir / loss_type / "all_results.json").exists():
         subprocess.run(
             [
                 sys.executable,
@@ -123,13 +146,28 @@ def train(loss_type: str, data: Path, model_dir: Path, out: Path, size: dict) ->
             check=True,
             cwd=ROOT,
         )
-    state = json.loads((out / loss_type / "trainer_state.json").read_text())
-    final = [entry for entry in state["log_history"] if "eval_rewards/accuracies" in entry][-1]
+    history = json.loads((run_dir / loss_type / "trainer_state.json").read_text())["log_history"]
+    final = [entry for entry in history if "eval_rewards/accuracies" in entry][-1]
+    steps = [entry for entry in history if "adadpo/beta_w_min" in entry]  # one entry per optimizer step
     return {
         "reward_accuracy": final["eval_rewards/accuracies"],
         "reward_margin": final["eval_rewards/margins"],
         "beta_w_mean": final.get("eval_adadpo/beta_w_mean"),  # = beta for dpo; the adapted coefficient for adadpo
+        # Did the policy leave the reference? beta_w moves away from beta only as far as it did.
+        "beta_w_min_train": min(entry["adadpo/beta_w_min"] for entry in steps),
+        "beta_w_max_train": max(entry["adadpo/beta_w_max"] for entry in steps),
+        "clip_fraction_train": sum(entry["adadpo/clip_fraction"] for entry in steps) / len(steps),
     }
+
+
+def head_to_head(answers: Path, model: str, baseline: str) -> dict:
+    """`model` against `baseline` prompt by prompt on the held-out answers (IFEval's per-prompt strict score), and
+    how many greedy responses differ at all."""
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    scored = [row for row in rows if row["scores"][model] is not None and row["scores"][baseline] is not None]
+    record = win_loss_tie([row["scores"][model] for row in scored], [row["scores"][baseline] for row in scored])
+    differing = sum(row["responses"][model] != row["responses"][baseline] for row in rows)
+    return {"model": model, "baseline": baseline, **record, "responses_differing": differing, "prompts": len(rows)}
 
 
 def main(argv=None) -> dict:
@@ -139,45 +177,57 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--ifeval_data", default=str(IFEVAL_FILE), help="IFEval's prompts: a local .jsonl or google/IFEval"
     )
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=TRAIN_SETTINGS["learning_rate"],
+        help="for both losses; each learning rate trains in its own folder on the same pairs",
+    )
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     out = args.out / ("quick" if args.quick else "full")
+    run_dir = out / f"lr{args.learning_rate:g}"
+    settings = {**TRAIN_SETTINGS, "learning_rate": args.learning_rate}
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    # 1. On-policy pairs
+    # 1. On-policy pairs (shared by every learning rate)
     model_dir = prepare_smollm2(ROOT / ".cache" / "smollm2-135m-instruct")
     prefs = out / "prefs.jsonl"
+    gen_args = [
+        f"--model_name_or_path={model_dir}",
+        "--prompts=ifeval:train",
+        f"--ifeval_data={args.ifeval_data}",
+        f"--output_path={prefs}",
+        f"--num_samples={size['num_samples']}",
+        f"--max_new_tokens={size['gen_tokens']}",
+        "--temperature=0.9",
+        "--top_p=0.95",
+        "--seed=42",
+        "--batch_size=32",
+        "--dtype=float32",
+    ]
+    if size["train_prompts"]:
+        gen_args.append(f"--max_prompts={size['train_prompts']}")
+    check_or_record(out / "generation.json", {"args": gen_args}, "on-policy pairs")
     if not prefs.exists():
-        gen_args = [
-            f"--model_name_or_path={model_dir}",
-            "--prompts=ifeval:train",
-            f"--ifeval_data={args.ifeval_data}",
-            f"--output_path={prefs}",
-            f"--num_samples={size['num_samples']}",
-            f"--max_new_tokens={size['gen_tokens']}",
-            "--temperature=0.9",
-            "--top_p=0.95",
-            "--seed=42",
-            "--batch_size=32",
-            "--dtype=float32",
-        ]
-        if size["train_prompts"]:
-            gen_args.append(f"--max_prompts={size['train_prompts']}")
         load_script("generate_preferences").main(gen_args)
     num_pairs = sum(1 for _ in prefs.open())
     generated = time.time()
 
     # 2. Identical DPO and AdaDPO runs
-    training = {loss: train(loss, prefs, model_dir, out, size) for loss in ("dpo", "adadpo")}
+    run_dir.mkdir(exist_ok=True)
+    pairs_digest = hashlib.sha256(prefs.read_bytes()).hexdigest()
+    check_or_record(run_dir / "run.json", {"settings": settings, "sizes": size, "pairs_sha256": pairs_digest}, "runs")
+    training = {loss: train(loss, prefs, model_dir, run_dir, size, settings) for loss in ("dpo", "adadpo")}
     trained = time.time()
 
     # 3. Held-out evaluation
     eval_args = [
         "--model_name_or_paths",
         str(model_dir),
-        str(out / "dpo"),
-        str(out / "adadpo"),
+        str(run_dir / "dpo"),
+        str(run_dir / "adadpo"),
         "--model_names",
         "base",
         "dpo",
@@ -187,11 +237,15 @@ def main(argv=None) -> dict:
         f"--max_new_tokens={size['eval_tokens']}",
         "--batch_size=40",
         "--dtype=float32",
-        f"--output_dir={out / 'eval'}",
+        f"--output_dir={run_dir / 'eval'}",
     ]
     if size["eval_prompts"]:
         eval_args.append(f"--max_prompts={size['eval_prompts']}")
-    summary = load_script("evaluate").main(eval_args)
+    if (run_dir / "eval" / "results.json").exists():  # its inputs are pinned by run.json above
+        summary = json.loads((run_dir / "eval" / "results.json").read_text())
+    else:
+        summary = load_script("evaluate").main(eval_args)
+    adadpo_vs_dpo = head_to_head(run_dir / "eval" / "answers.jsonl", "adadpo", "dpo")
 
     # 4. One table
     rows = []
@@ -204,12 +258,18 @@ def main(argv=None) -> dict:
                 "wins_losses_ties_vs_base": "/".join(str(model[f"{k}_vs_base"]) for k in ("wins", "losses", "ties")),
                 "sign_test_p_vs_base": model["sign_test_p_vs_base"],
                 "mean_response_tokens": model["mean_response_tokens"],
-                **training.get(model["name"], dict.fromkeys(("reward_accuracy", "reward_margin", "beta_w_mean"))),
+                **training.get(model["name"], dict.fromkeys(next(iter(training.values())))),
             }
         )
     header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
     fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     table = header + "".join("| " + " | ".join(fmt(v) for v in row.values()) + " |\n" for row in rows)
+    h2h = adadpo_vs_dpo
+    table += (
+        f"\nadadpo vs dpo (per-prompt IFEval strict score): {h2h['wins']} / {h2h['losses']} / {h2h['ties']} "
+        f"(p = {h2h['sign_test_p']:.2f}); greedy responses differ on {h2h['responses_differing']} of "
+        f"{h2h['prompts']} prompts\n"
+    )
     result = {
         "mode": "quick" if args.quick else "full",
         "pairs": num_pairs,
@@ -219,9 +279,10 @@ def main(argv=None) -> dict:
         "held_out_prompts_scored": summary["num_scored"],
         "unscored_reason": summary["unscored_reason"],
         "rows": rows,
-        "train_settings": TRAIN_SETTINGS,
+        "adadpo_vs_dpo": adadpo_vs_dpo,
+        "train_settings": settings,
         "sizes": size,
-        "wall_seconds": {
+        "wall_seconds": {  # a stage reused from an earlier run counts ~0 here
             "generate": generated - start,
             "train": trained - generated,
             "evaluate": time.time() - trained,
@@ -229,14 +290,18 @@ def main(argv=None) -> dict:
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/quality.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/quality.py"
+        + (" --quick" if args.quick else "")
+        + (
+            "" if args.learning_rate == TRAIN_SETTINGS["learning_rate"] else f" --learning_rate {args.learning_rate:g}"
+        ),
     }
-    (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "quality.md").write_text(table)
+    write_json_atomic(run_dir / "quality.json", result)
+    write_text_atomic(run_dir / "quality.md", table)
     print(
         f"\n{table}\n{num_pairs} on-policy pairs, {summary['num_prompts']} held-out prompts "
         f"({summary['num_scored']} scored), "
-        f"{result['wall_seconds']['total'] / 60:.1f} min. Written to {out}/quality.json"
+        f"{result['wall_seconds']['total'] / 60:.1f} min. Written to {run_dir}/quality.json"
     )
     return result
 

@@ -32,7 +32,7 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
     monkeypatch.setitem(quality.SIZES, "quick", TINY)
     monkeypatch.setattr(quality, "prepare_smollm2", lambda folder: tiny_model_dir)
     result = quality.main(["--quick", "--out", str(tmp_path)])
-    out = tmp_path / "quick"
+    out = tmp_path / "quick" / f"lr{quality.TRAIN_SETTINGS['learning_rate']:g}"
 
     # The two runs differ only in the loss and where they write.
     recipes = {loss: yaml.safe_load((out / f"{loss}.yaml").read_text()) for loss in ("dpo", "adadpo")}
@@ -41,7 +41,7 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
     assert recipes["dpo"] == recipes["adadpo"]
     assert recipes["dpo"]["test_split_size"] == TINY["eval_pairs"] and recipes["dpo"]["seed"] == 42
 
-    pairs = [json.loads(line) for line in (out / "prefs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (out.parent / "prefs.jsonl").read_text().splitlines()]
     assert result["pairs"] == len(pairs) > TINY["eval_pairs"]
     assert result["trained_pairs"] == min(len(pairs) - TINY["eval_pairs"], TINY["max_pairs"])
     assert all(row["score_chosen"] > row["score_rejected"] for row in pairs)
@@ -55,6 +55,9 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
         final = [entry for entry in history if "eval_rewards/accuracies" in entry][-1]
         assert rows[loss]["reward_accuracy"] == final["eval_rewards/accuracies"]
         assert rows[loss]["reward_margin"] == final["eval_rewards/margins"]
+        steps = [entry for entry in history if "adadpo/beta_w_min" in entry]
+        assert rows[loss]["beta_w_min_train"] == min(entry["adadpo/beta_w_min"] for entry in steps)
+        assert rows[loss]["beta_w_max_train"] == max(entry["adadpo/beta_w_max"] for entry in steps)
         assert 0.0 <= rows[loss]["win_rate_vs_base"] <= 1.0 and rows[loss]["mean_response_tokens"] > 0
         wins, losses, ties = map(int, rows[loss]["wins_losses_ties_vs_base"].split("/"))
         assert (
@@ -76,3 +79,54 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
     assert json.loads((out / "quality.json").read_text())["rows"] == result["rows"]
     table = (out / "quality.md").read_text()
     assert table.splitlines()[0].startswith("| model | prompt_level_strict_acc |") and "| adadpo |" in table
+
+    # The head-to-head row is recomputed from the per-prompt answers, independently of the bench's helper.
+    answers = [json.loads(line) for line in (out / "eval" / "answers.jsonl").read_text().splitlines()]
+    decided = [(a["scores"]["adadpo"], a["scores"]["dpo"]) for a in answers if a["scores"]["dpo"] is not None]
+    h2h = result["adadpo_vs_dpo"]
+    assert (h2h["wins"], h2h["losses"], h2h["ties"]) == (
+        sum(x > y for x, y in decided),
+        sum(x < y for x, y in decided),
+        sum(x == y for x, y in decided),
+    )
+    assert h2h["responses_differing"] == sum(a["responses"]["adadpo"] != a["responses"]["dpo"] for a in answers)
+
+    # A re-run reuses every stage (nothing retrained or re-evaluated) and reports the same numbers ...
+    stamp = (out / "adadpo" / "trainer_state.json").stat().st_mtime_ns
+    assert quality.main(["--quick", "--out", str(tmp_path)])["rows"] == result["rows"]
+    assert (out / "adadpo" / "trainer_state.json").stat().st_mtime_ns == stamp
+    # ... but output made with other settings is refused, not silently reused.
+    monkeypatch.setitem(quality.SIZES, "quick", {**TINY, "epochs": 2})
+    with pytest.raises(SystemExit, match=r"other settings \(changed: sizes\)"):
+        quality.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((out / "run.json").read_text())["sizes"] == TINY
+
+
+def test_stages_made_with_other_settings_are_refused(tmp_path):
+    record = tmp_path / "run" / "run.json"
+    record.parent.mkdir()
+    quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}, "runs")
+    quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}, "runs")  # same
+    with pytest.raises(SystemExit, match=r"holds runs made with other settings \(changed: settings\)"):
+        quality.check_or_record(record, {"settings": {"learning_rate": 1e-4}, "sizes": {"epochs": 2}}, "runs")
+    assert json.loads(record.read_text())["settings"] == {"learning_rate": 2e-5}  # the record is left as it was
+
+
+def test_head_to_head_counts_scored_prompts_and_differing_responses(tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    rows = [  # (adadpo, dpo) scores and responses
+        ((1.0, 0.5), ("a", "b")),
+        ((0.0, 0.5), ("c", "d")),
+        ((0.5, 0.5), ("e", "e")),
+        ((None, None), ("f", "g")),  # unscored (needs punkt): not counted, but its responses differ
+        ((1.0, 0.0), ("h", "i")),
+    ]
+    answers.write_text(
+        "".join(
+            json.dumps({"scores": {"adadpo": a, "dpo": d}, "responses": {"adadpo": ra, "dpo": rd}}) + "\n"
+            for (a, d), (ra, rd) in rows
+        )
+    )
+    h2h = quality.head_to_head(answers, "adadpo", "dpo")
+    assert (h2h["wins"], h2h["losses"], h2h["ties"], h2h["responses_differing"], h2h["prompts"]) == (2, 1, 1, 4, 5)
+    assert h2h["sign_test_p"] == pytest.approx(1.0)  # 2 wins of 3 decided: p = 2 * (1 + 3) / 8 = 1.0
