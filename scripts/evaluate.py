@@ -117,13 +117,24 @@ def arena_hard_answers(prompts, responses, num_tokens, model_id: str) -> list[di
     ]
 
 
-IFEVAL_HEADERS = ("prompt-level strict", "prompt-level loose", "instruction-level strict", "instruction-level loose")
+IFEVAL_LABELS = {  # by metric, so the columns follow METRICS' order whatever it is
+    "prompt_level_strict_acc": "prompt-level strict",
+    "inst_level_strict_acc": "instruction-level strict",
+    "prompt_level_loose_acc": "prompt-level loose",
+    "inst_level_loose_acc": "instruction-level loose",
+}
 
 
 def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
     header = ["model", "mean length (tokens)"]
     if verifiable:
-        header = ["model", *IFEVAL_HEADERS, f"win rate vs {base}", "W / L / T (sign-test p)", "mean length (tokens)"]
+        header = [
+            "model",
+            *(IFEVAL_LABELS[m] for m in METRICS),
+            f"win rate vs {base}",
+            "W / L / T (sign-test p)",
+            "mean length (tokens)",
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [r["name"]]

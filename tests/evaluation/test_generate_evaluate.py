@@ -241,8 +241,8 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
     argv += [f"--output_dir={out}"]
     summary = evaluate.main(argv)
     printed = capsys.readouterr().out
-    header = (
-        "| model | prompt-level strict | prompt-level loose | instruction-level strict | instruction-level loose |"
+    header = (  # the order of METRICS and of lm-eval's results: prompt / instruction strict, then loose
+        "| model | prompt-level strict | instruction-level strict | prompt-level loose | instruction-level loose |"
     )
     assert header + " win rate vs base | W / L / T (sign-test p) | mean length (tokens) |" in printed
     assert (out / "results.md").read_text() in printed
@@ -295,7 +295,15 @@ def test_evaluate_writes_table_json_and_benchmark_answer_files(tiny_model, tmp_p
     assert {key: by_name["trained"][f"{key}_vs_base"] for key in record} == record
     assert by_name["base"]["ties_vs_base"] == summary["num_scored"] and by_name["base"]["sign_test_p_vs_base"] == 1.0
     row = f"{record['wins']} / {record['losses']} / {record['ties']} ({record['sign_test_p']:.2f})"
-    assert f"| {row} |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert f"| {row} |" in table
+    # each IFEval column holds the metric its header names
+    header, _, *lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[:4]]
+    labels = {"prompt-level strict": "prompt_level_strict_acc", "instruction-level strict": "inst_level_strict_acc"}
+    labels |= {"prompt-level loose": "prompt_level_loose_acc", "instruction-level loose": "inst_level_loose_acc"}
+    for line in lines:
+        for label, metric in labels.items():
+            assert line[header.index(label)] == f"{100 * by_name[line[0]]['ifeval'][metric]:.1f}%"
 
     # greedy decoding: a second run gives the same answers
     evaluate.main(argv[:-1] + [f"--output_dir={tmp_path / 'again'}"])
