@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from adadpo.demo import prepare_smollm2
-from adadpo.evaluation.ifeval import METRICS
+from adadpo.evaluation.ifeval import METRICS, load_ifeval, unscorable
 from adadpo.evaluation.stats import win_loss_tie
 from adadpo.io import write_json_atomic, write_text_atomic
 
@@ -103,10 +103,16 @@ def load_script(name: str):
     return module
 
 
-def check_or_record(path: Path, settings: dict, what: str) -> None:
+def check_or_record(path: Path, settings: dict, what: str, output_exists: bool) -> None:
     """A re-run skips the stages whose output exists; `path` records the settings that made them, so output made
-    with other settings (a changed size, learning rate or pair file) is refused instead of silently reused."""
+    with other settings (a changed size, learning rate or pair file), or with no record of them, is refused instead
+    of silently reused. The record is written before the stage runs; a stage that stopped halfway runs again."""
     settings = json.loads(json.dumps(settings))  # compare as JSON reads it back
+    if not path.exists() and output_exists:
+        raise SystemExit(
+            f"{path.parent} holds {what} with no record ({path.name}) of the settings that made them. "
+            f"Pass another --out, or delete {path.parent} to redo it."
+        )
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != settings:
@@ -119,7 +125,9 @@ def check_or_record(path: Path, settings: dict, what: str) -> None:
         write_json_atomic(path, settings)
 
 
-def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict, settings: dict) -> dict:
+def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict, settings: dict) -> tuple[dict, bool]:
+    """One run through `scripts/run_adadpo.py` (skipped when it finished before); its final held-out metrics and
+    beta_w over training, and whether it ran now."""
     recipe = {
         **settings,
         "model_name_or_path": str(model_dir),
@@ -133,7 +141,8 @@ def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict
     }
     recipe_path = run_dir / f"{loss_type}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    if not (run_dir / loss_type / "all_results.json").exists():
+    ran = not (run_dir / loss_type / "all_results.json").exists()
+    if ran:
         subprocess.run(
             [
                 sys.executable,
@@ -158,8 +167,9 @@ def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict
         # Did the policy leave the reference? beta_w moves away from beta only as far as it did.
         "beta_w_min_train": min(entry["adadpo/beta_w_min"] for entry in steps),
         "beta_w_max_train": max(entry["adadpo/beta_w_max"] for entry in steps),
-        "clip_fraction_train": sum(entry["adadpo/clip_fraction"] for entry in steps) / len(steps),
-    }
+        # per-step shares averaged over steps (a short last step of an epoch counts as much as a full one)
+        "clip_fraction_step_mean": sum(entry["adadpo/clip_fraction"] for entry in steps) / len(steps),
+    }, ran
 
 
 def head_to_head(answers: Path, model: str, baseline: str) -> dict:
@@ -211,8 +221,11 @@ def main(argv=None) -> dict:
     ]
     if size["train_prompts"]:
         gen_args.append(f"--max_prompts={size['train_prompts']}")
-    check_or_record(out / "generation.json", {"args": gen_args}, "on-policy pairs")
-    if not prefs.exists():
+    check_or_record(out / "generation.json", {"args": gen_args}, "on-policy pairs", prefs.exists())
+    reused = []
+    if prefs.exists():
+        reused.append("generate")
+    else:
         load_script("generate_preferences").main(gen_args)
     num_pairs = sum(1 for _ in prefs.open())
     generated = time.time()
@@ -220,8 +233,18 @@ def main(argv=None) -> dict:
     # 2. Identical DPO and AdaDPO runs
     run_dir.mkdir(exist_ok=True)
     pairs_digest = hashlib.sha256(prefs.read_bytes()).hexdigest()
-    check_or_record(run_dir / "run.json", {"settings": settings, "sizes": size, "pairs_sha256": pairs_digest}, "runs")
-    training = {loss: train(loss, prefs, model_dir, run_dir, size, settings) for loss in ("dpo", "adadpo")}
+    losses = ("dpo", "adadpo")
+    check_or_record(
+        run_dir / "run.json",
+        {"settings": settings, "sizes": size, "pairs_sha256": pairs_digest},
+        "runs",
+        any((run_dir / loss / "all_results.json").exists() for loss in losses),
+    )
+    runs = {loss: train(loss, prefs, model_dir, run_dir, size, settings) for loss in losses}
+    training = {loss: metrics for loss, (metrics, _) in runs.items()}
+    retrained = any(ran for _, ran in runs.values())
+    if not retrained:
+        reused.append("train")
     trained = time.time()
 
     # 3. Held-out evaluation
@@ -243,8 +266,13 @@ def main(argv=None) -> dict:
     ]
     if size["eval_prompts"]:
         eval_args.append(f"--max_prompts={size['eval_prompts']}")
-    if (run_dir / "eval" / "results.json").exists():  # its inputs are pinned by run.json above
-        summary = json.loads((run_dir / "eval" / "results.json").read_text())
+    results = run_dir / "eval" / "results.json"
+    unscorable_here = len(unscorable(load_ifeval(args.ifeval_data, "heldout")))  # fewer once NLTK's punkt is there
+    evaluation = {"args": eval_args, "unscorable_prompts": unscorable_here}
+    check_or_record(run_dir / "evaluation.json", evaluation, "an evaluation", results.exists())
+    if results.exists() and not retrained:  # a model trained now is always evaluated now
+        summary = json.loads(results.read_text())
+        reused.append("evaluate")
     else:
         summary = load_script("evaluate").main(eval_args)
     adadpo_vs_dpo = head_to_head(run_dir / "eval" / "answers.jsonl", "adadpo", "dpo")
@@ -284,7 +312,8 @@ def main(argv=None) -> dict:
         "adadpo_vs_dpo": adadpo_vs_dpo,
         "train_settings": settings,
         "sizes": size,
-        "wall_seconds": {  # a stage reused from an earlier run counts ~0 here
+        "stages_reused": reused,  # their time is in the log of the run that made them, not here
+        "wall_seconds": {
             "generate": generated - start,
             "train": trained - generated,
             "evaluate": time.time() - trained,

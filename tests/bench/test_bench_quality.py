@@ -91,10 +91,13 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
     )
     assert h2h["responses_differing"] == sum(a["responses"]["adadpo"] != a["responses"]["dpo"] for a in answers)
 
-    # A re-run reuses every stage (nothing retrained or re-evaluated) and reports the same numbers ...
-    stamp = (out / "adadpo" / "trainer_state.json").stat().st_mtime_ns
-    assert quality.main(["--quick", "--out", str(tmp_path)])["rows"] == result["rows"]
-    assert (out / "adadpo" / "trainer_state.json").stat().st_mtime_ns == stamp
+    # A re-run reuses every stage (nothing resampled, retrained or re-evaluated) and reports the same numbers ...
+    made = [out.parent / "prefs.jsonl", out / "dpo" / "trainer_state.json", out / "adadpo" / "trainer_state.json"]
+    made.append(out / "eval" / "results.json")
+    stamps = [path.stat().st_mtime_ns for path in made]
+    rerun = quality.main(["--quick", "--out", str(tmp_path)])
+    assert rerun["rows"] == result["rows"] and rerun["stages_reused"] == ["generate", "train", "evaluate"]
+    assert [path.stat().st_mtime_ns for path in made] == stamps and result["stages_reused"] == []
     # ... but output made with other settings is refused, not silently reused.
     monkeypatch.setitem(quality.SIZES, "quick", {**TINY, "epochs": 2})
     with pytest.raises(SystemExit, match=r"other settings \(changed: sizes\)"):
@@ -105,11 +108,42 @@ def test_quality_benchmark_end_to_end_on_tiny_model(tiny_model_dir, tmp_path, mo
 def test_stages_made_with_other_settings_are_refused(tmp_path):
     record = tmp_path / "run" / "run.json"
     record.parent.mkdir()
-    quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}, "runs")
-    quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}, "runs")  # same
+    with pytest.raises(SystemExit, match=r"holds runs with no record \(run.json\) of the settings"):
+        quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}}, "runs", output_exists=True)
+    assert not record.exists()  # output of unknown origin is not adopted
+    quality.check_or_record(record, {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}, "runs", False)
+    same = {"settings": {"learning_rate": 2e-5}, "sizes": {"epochs": 2}}
+    quality.check_or_record(record, same, "runs", output_exists=True)
     with pytest.raises(SystemExit, match=r"holds runs made with other settings \(changed: settings\)"):
-        quality.check_or_record(record, {"settings": {"learning_rate": 1e-4}, "sizes": {"epochs": 2}}, "runs")
+        quality.check_or_record(record, {**same, "settings": {"learning_rate": 1e-4}}, "runs", output_exists=True)
     assert json.loads(record.read_text())["settings"] == {"learning_rate": 2e-5}  # the record is left as it was
+
+
+def test_beta_w_over_training_is_read_from_every_logged_step(tmp_path):
+    """`train` on a finished run only parses its trainer state: beta_w's extremes over all steps (not the final
+    evaluation's mean) and the clip fraction averaged over steps."""
+    run = tmp_path / "adadpo"
+    run.mkdir()
+    (run / "all_results.json").write_text("{}")  # finished: nothing is launched
+    steps = [(0.10, 0.10, 0.0), (0.07, 0.15, 0.25), (0.12, 0.20, 0.5), (0.09, 0.18, 0.0)]  # min, max, clipped
+    history = [
+        {"step": i + 1, "adadpo/beta_w_min": low, "adadpo/beta_w_max": high, "adadpo/clip_fraction": clipped}
+        for i, (low, high, clipped) in enumerate(steps)
+    ]
+    history.append(
+        {"step": 4, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.4, "eval_adadpo/beta_w_mean": 0.11}
+    )
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    metrics, ran = quality.train("adadpo", tmp_path / "pairs.jsonl", tmp_path, tmp_path, TINY, quality.TRAIN_SETTINGS)
+    assert not ran
+    assert metrics == {
+        "reward_accuracy": 0.75,
+        "reward_margin": 0.4,
+        "beta_w_mean": 0.11,
+        "beta_w_min_train": 0.07,
+        "beta_w_max_train": 0.20,
+        "clip_fraction_step_mean": pytest.approx(0.1875),
+    }
 
 
 def test_head_to_head_counts_scored_prompts_and_differing_responses(tmp_path):
