@@ -41,6 +41,21 @@ def accumulated_and_whole(run_adadpo, model_dir, data, tmp_path, **overrides):
     return accumulated, whole
 
 
+@pytest.mark.parametrize("logging_steps", [1, 2])
+def test_batch_pairs_counts_the_pairs_of_each_optimizer_step(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, logging_steps
+):
+    """6 pairs, 2 per micro-batch, 4 per step: each epoch is a full step of 4 and a short last step of 2 (one
+    micro-batch). `batch/pairs` is the mean over the logged steps of what they really trained on."""
+    argv = tiny_run_args(
+        tiny_model_dir, pref_jsonl, tmp_path / "run", max_steps=None, num_train_epochs=2, max_train_samples=6,
+        global_batch_size=4, logging_steps=logging_steps, save_strategy="no",
+    )  # fmt: skip
+    logs = step_logs(train(run_adadpo, argv))
+    assert [e["step"] for e in logs] == [1, 2, 3, 4][logging_steps - 1 :: logging_steps]
+    assert [e["batch/pairs"] for e in logs] == ([4.0, 2.0, 4.0, 2.0] if logging_steps == 1 else [3.0, 3.0])
+
+
 @pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "packed"])
 def test_two_micro_batches_of_two_equal_one_batch_of_four(
     run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, padding_free

@@ -78,6 +78,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
         self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log
+        self._step_at_last_log = None  # optimizer steps the train buffer spans = global_step - this
         super().__init__(
             model,
             ref_model,
@@ -170,6 +171,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
             per_pair["ref_chosen_logps"] = ref_chosen.detach().float()
             per_pair["ref_rejected_logps"] = ref_rejected.detach().float()
         self._pair_buffer[mode].append({k: gather(v.float()).cpu() for k, v in per_pair.items()})
+        if mode == "train" and self._step_at_last_log is None:  # the first micro-batch, resumed or not
+            self._step_at_last_log = self.state.global_step
         if mode == "train":
             self.total_train_tokens += int(gather(policy.num_tokens.reshape(1)).sum().item())
             self.set_logged_metric(mode, "num_tokens", self.total_train_tokens)
@@ -182,8 +185,10 @@ class AdaDPOTrainer(TRLCompatTrainer):
             return
         pairs = {key: torch.cat([batch[key] for batch in buffered]) for key in buffered[0]}
         metrics = pair_metrics(pairs, beta=self.args.beta)
-        if mode == "train":  # pairs per optimizer step over all processes (the global batch)
-            metrics["batch/pairs"] *= self.args.gradient_accumulation_steps / len(buffered)
+        if mode == "train":  # pairs per optimizer step over all processes (an epoch's last step may be short)
+            steps = max(1, self.state.global_step - self._step_at_last_log)
+            self._step_at_last_log = self.state.global_step
+            metrics["batch/pairs"] /= steps
         for key, value in metrics.items():
             self.set_logged_metric(mode, key, value)
 
