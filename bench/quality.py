@@ -46,10 +46,10 @@ SIZES = {
     # pairs trained on, pairs held out for the final reward accuracy / margin, held-out prompts (None: the whole
     # held-out half), eval tokens, epochs.
     # Measured (2026-12-02, 2 idle cores, `python bench/quality.py`): 55.0 min in all. Sampling 15.3 min (240
-    # scorable train prompts x 4 samples of <= 64 tokens, 3.8 s per prompt; 88 of them not tied -> 88 pairs), training
-    # 23.2 min (2 x 10 optimizer steps of 16 pairs, 8 in each epoch's last, ~65 s each, with the held-out evaluations), evaluation 16.5 min
-    # (3 models x 266 held-out prompts, greedy, <= 128 tokens: ~1.2 s per prompt per model). A further
-    # `--learning_rate` reuses the pairs and costs ~40 min.
+    # scorable train prompts x 4 samples of <= 64 tokens, 3.8 s per prompt; 88 of them not tied -> 88 pairs),
+    # training 23.2 min (2 x 10 optimizer steps of 16 pairs, 8 in each epoch's last, ~65 s each, with the held-out
+    # evaluations), evaluation 16.5 min (3 models x 266 held-out prompts, greedy, <= 128 tokens: ~1.2 s per prompt
+    # per model). A further `--learning_rate` reuses the pairs and costs ~40 min.
     "full": {
         "train_prompts": None,
         "num_samples": 4,
@@ -275,7 +275,7 @@ def main(argv=None) -> dict:
         reused.append("evaluate")
     else:
         summary = load_script("evaluate").main(eval_args)
-    adadpo_vs_dpo = head_to_head(run_dir / "eval" / "answers.jsonl", "adadpo", "dpo")
+    h2h = head_to_head(run_dir / "eval" / "answers.jsonl", "adadpo", "dpo")
 
     # 4. One table
     rows = []
@@ -294,10 +294,9 @@ def main(argv=None) -> dict:
     header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
     fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     table = header + "".join("| " + " | ".join(fmt(v) for v in row.values()) + " |\n" for row in rows)
-    h2h = adadpo_vs_dpo
     table += (
         f"\nadadpo vs dpo (per-prompt IFEval strict score): {h2h['wins']} / {h2h['losses']} / {h2h['ties']} "
-        f"(p = {h2h['sign_test_p']:.2f}); greedy responses differ on {h2h['responses_differing']} of "
+        f"(p = {h2h['sign_test_p']:.3f}); greedy responses differ on {h2h['responses_differing']} of "
         f"{h2h['prompts']} prompts\n"
     )
     result = {
@@ -309,7 +308,7 @@ def main(argv=None) -> dict:
         "held_out_prompts_scored": summary["num_scored"],
         "unscored_reason": summary["unscored_reason"],
         "rows": rows,
-        "adadpo_vs_dpo": adadpo_vs_dpo,
+        "adadpo_vs_dpo": h2h,
         "train_settings": settings,
         "sizes": size,
         "stages_reused": reused,  # their time is in the log of the run that made them, not here
