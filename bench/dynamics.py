@@ -146,7 +146,8 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
     if not (out / name / "all_results.json").exists():
         # In this process (one CPU process is what `accelerate launch` would start here too): the libraries are
         # imported once for all four runs instead of once per run.
-        script = load_script("run_adadpo")
+        from adadpo.cli import run_adadpo as script
+
         argv = ["--config", str(recipe_path)]
         script.main(*script.parse_args(argv), argv=argv)
         gc.collect()
@@ -245,15 +246,6 @@ def markdown(rows: list[dict], coefficients: dict[float, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def prepare_model(quick: bool, cache: Path) -> Path:
     if quick:
         from adadpo.testing import save_tiny_model
@@ -305,7 +297,9 @@ def main(argv=None) -> dict:
             seconds[f"{loss}-beta{beta:g}"] = time.time() - t0
     trained = time.time()
 
-    figures = load_script("plot_runs").main([*map(str, runs.values()), "--out", str(out / "plots")])
+    from adadpo.cli import plot_runs
+
+    figures = plot_runs.main([*map(str, runs.values()), "--out", str(out / "plots")])
     finals = {key: final_eval(run_dir) for key, run_dir in runs.items()}
     rows = verdicts(finals)
     coefficients = {beta: coefficient_stats(runs[("adadpo", beta)], beta) for beta in BETAS}

@@ -22,7 +22,6 @@ not with published IFEval scores. IFEval data: `--ifeval_data` (default `../shar
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -33,10 +32,11 @@ from pathlib import Path
 
 import yaml
 
+from adadpo.cli import evaluate, generate_preferences
 from adadpo.demo import prepare_smollm2
 from adadpo.evaluation.ifeval import METRICS, load_ifeval, unscorable
 from adadpo.evaluation.stats import win_loss_tie
-from adadpo.io import write_json_atomic, write_text_atomic
+from adadpo.files import write_json_atomic, write_text_atomic
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +94,6 @@ TRAIN_SETTINGS = {  # identical for both losses; only loss_type differs
     "disable_tqdm": False,
     "dataloader_num_workers": 0,
 }
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_or_record(path: Path, settings: dict, what: str, output_exists: bool) -> None:
@@ -226,7 +219,7 @@ def main(argv=None) -> dict:
     if prefs.exists():
         reused.append("generate")
     else:
-        load_script("generate_preferences").main(gen_args)
+        generate_preferences.main(gen_args)
     num_pairs = sum(1 for _ in prefs.open())
     generated = time.time()
 
@@ -274,7 +267,7 @@ def main(argv=None) -> dict:
         summary = json.loads(results.read_text())
         reused.append("evaluate")
     else:
-        summary = load_script("evaluate").main(eval_args)
+        summary = evaluate.main(eval_args)
     h2h = head_to_head(run_dir / "eval" / "answers.jsonl", "adadpo", "dpo")
 
     # 4. One table

@@ -7,7 +7,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adadpo.config import AdaDPOConfig
-from adadpo.launch import check_process_group, derive_gradient_accumulation
+from adadpo.launch_checks import check_process_group, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSSES
 from adadpo.recipe import parse_args
 

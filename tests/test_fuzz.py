@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import tiny_run_args
 from datasets import Dataset
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -21,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from adadpo.config import AdaDPOConfig
 from adadpo.data import get_preference_datasets
 from adadpo.training.trainer import AdaDPOTrainer
+from tests.helpers.runs import tiny_run_args
 
 
 ADADPO_SRC = str(Path(__import__("adadpo").__file__).parent)

@@ -12,7 +12,7 @@ import yaml
 from trl import ModelConfig
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
-from adadpo.launch import derive_gradient_accumulation
+from adadpo.launch_checks import derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSS_SPECS
 from adadpo.recipe import parse_args
 

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import preference_rows_with_margin, tiny_run_args
 
 from adadpo.data import get_preference_datasets
 from adadpo.testing import CHATML_TEMPLATE, make_preference_rows, write_jsonl
+from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
 
 
 def train(run_adadpo, argv):

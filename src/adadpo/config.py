@@ -8,7 +8,7 @@ from typing import Any
 
 import trl
 
-from adadpo.launch import check_fsdp_launch, check_process_group, derive_gradient_accumulation
+from adadpo.launch_checks import check_fsdp_launch, check_process_group, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, get_loss_spec, validate_loss_hparams
 
 

@@ -11,11 +11,11 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
-from adadpo.io import write_text_atomic
+from adadpo.files import write_text_atomic
+from adadpo.run_folder import RunFolder
 
 
 CONFIG_CLASSES = (ScriptArguments, AdaDPOConfig, ModelConfig)
-RESOLVED_CONFIG_NAME = "adadpo_config.yaml"
 SECRET_FIELDS = {"hub_token"}
 
 
@@ -107,4 +107,4 @@ def resolved_config(*configs) -> dict:
 
 
 def save_resolved_config(output_dir: str, *configs) -> Path:
-    return write_text_atomic(Path(output_dir) / RESOLVED_CONFIG_NAME, yaml.safe_dump(resolved_config(*configs)))
+    return write_text_atomic(RunFolder(output_dir).resolved_config, yaml.safe_dump(resolved_config(*configs)))

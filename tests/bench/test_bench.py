@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from adadpo.testing import build_tiny_model, build_tiny_tokenizer
 from adadpo.training.collators import DataCollatorForPackedPreference
+from tests.helpers.runs import REPO_ROOT
 
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+
+from tests.helpers.runs import REPO_ROOT
 
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))

@@ -6,17 +6,15 @@ import logging
 
 import datasets
 import pytest
-from conftest import REPO_ROOT, load_script
-from test_scoring import tiny_classifier
 from trl.data_utils import is_conversational
 
+from adadpo.cli import evaluate, generate_preferences
 from adadpo.evaluation.generation import SamplingConfig, generate, generate_transformers, load_causal_lm, vllm_usable
 from adadpo.evaluation.stats import pairwise_win_rate, win_loss_tie
 from adadpo.testing import build_tiny_tokenizer, save_tiny_model
+from tests.evaluation.test_scoring import tiny_classifier
+from tests.helpers.runs import REPO_ROOT
 
-
-generate_preferences = load_script("generate_preferences")
-evaluate = load_script("evaluate")
 
 # IFEval instructions on which a tiny random model's samples differ (length, commas, a keyword), so pairs are not
 # all ties; rows in IFEval's own format (instruction_id_list + kwargs), checked by lm-eval's checkers.

@@ -5,7 +5,8 @@ those of lm-eval's own `process_results` + metric aggregation on a fixed set of 
 import json
 
 import pytest
-from conftest import REPO_ROOT
+
+from tests.helpers.runs import REPO_ROOT
 
 
 pytest.importorskip("lm_eval", reason='IFEval needs the optional extra: pip install -e ".[eval]"')

@@ -3,8 +3,10 @@
 import math
 
 import pytest
-from conftest import load_script, tiny_run_args
-from test_generate_evaluate import gen_argv, prompt_file  # noqa: F401  (prompt_file is a fixture)
+
+from adadpo.cli import generate_preferences
+from tests.evaluation.test_generate_evaluate import gen_argv, prompt_file  # noqa: F401  (prompt_file is a fixture)
+from tests.helpers.runs import tiny_run_args
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +17,7 @@ def prompts(prompt_file):  # noqa: F811
 @pytest.mark.parametrize("loss_type", ["adadpo", "madpo"])  # madpo reads the generated `reward_margin` column
 def test_generated_pairs_train(tiny_model_dir, prompts, run_adadpo, tmp_path, loss_type):
     prefs = tmp_path / "prefs.jsonl"
-    summary = load_script("generate_preferences").main(gen_argv(str(tiny_model_dir), prompts, prefs))
+    summary = generate_preferences.main(gen_argv(str(tiny_model_dir), prompts, prefs))
     assert summary["num_pairs"] >= 2
     argv = tiny_run_args(
         tiny_model_dir, prefs, tmp_path / "out", loss_type=loss_type, max_steps=2, per_device_train_batch_size=1

@@ -6,9 +6,9 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT
 
 from adadpo.evaluation.stats import pairwise_win_rate, win_loss_tie
+from tests.helpers.runs import REPO_ROOT
 
 
 IFEVAL_FILE = REPO_ROOT.parent / "shared" / "data" / "ifeval_input_data.jsonl"

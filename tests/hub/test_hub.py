@@ -15,12 +15,12 @@ from unittest import mock
 
 import httpx2 as httpx  # huggingface_hub 2.x ships its HTTP client as `httpx2`
 import pytest
-from conftest import REPO_ROOT, harness_env, tiny_run_args
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adadpo.hub.push import HubPushError
+from tests.helpers.runs import REPO_ROOT, harness_env, tiny_run_args
 
 
 ENV_TOKEN = "hf_EnvTokenAbCdEfGh0123456789xyz"

@@ -2,7 +2,7 @@
 to `hub_standin.LocalHub`, a folder per repository, installed as `adadpo.hub.push.HfApi`.
 
 Run as a script, this file is the harness of the tests that train in other processes:
-    [accelerate launch ...] tests/test_hub_checkpoints.py HUB_ROOT KILL_STEP <run_adadpo arguments>
+    [accelerate launch ...] tests/hub/test_hub_checkpoints.py HUB_ROOT KILL_STEP <run_adadpo arguments>
 trains against the stand-in Hub in HUB_ROOT, writes the optimizer steps each process trained to
 `<output_dir>.steps/rank<R>.json`, and SIGKILLs itself once checkpoint-KILL_STEP has been pushed (0: never).
 """
@@ -22,12 +22,8 @@ from types import SimpleNamespace
 
 import httpx2 as httpx  # huggingface_hub 2.x ships its HTTP client as `httpx2`
 import pytest
-from conftest import harness_env, load_script, tiny_run_args
-from hub_standin import LocalHub
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
-from run_helpers import StepCounter, assert_resumed_run_equals_uninterrupted, extra_callbacks, train
-from test_hub import ARG_TOKEN, ENV_TOKEN, REPO_ID, assert_no_token
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 
@@ -35,6 +31,16 @@ import adadpo.hub.push
 from adadpo.hub import checkpoints as hub_checkpoints
 from adadpo.hub.checkpoints import MODEL_PATTERNS, CheckpointPusher
 from adadpo.hub.resume import HubResumeError, check_world_size
+from tests.helpers.hub_standin import LocalHub
+from tests.helpers.runs import (
+    StepCounter,
+    assert_resumed_run_equals_uninterrupted,
+    extra_callbacks,
+    harness_env,
+    tiny_run_args,
+    train,
+)
+from tests.hub.test_hub import ARG_TOKEN, ENV_TOKEN, REPO_ID, assert_no_token
 
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -341,7 +347,7 @@ def test_deepspeed_checkpoint_goes_through_the_hub_with_every_rank_shard(
 ):
     """ZeRO-3 over 2 processes: `last-checkpoint/` holds both ranks' shards; resuming it with 1 process is refused
     before a file is written; 2 processes on an empty `output_dir` download it and train only the steps left."""
-    from distributed_harness import deepspeed_launch_config
+    from tests.helpers.distributed_harness import deepspeed_launch_config
 
     config = deepspeed_launch_config(tmp_path, 3)
     common = {"global_batch_size": 4, "per_device_train_batch_size": 2, "loss_type": "alpha_dpo"}
@@ -384,6 +390,8 @@ def test_zero_shard_names_are_the_ones_deepspeed_writes():
 
 
 if __name__ == "__main__":
+    from adadpo.cli import run_adadpo
+
     hub_root, kill_step, run_argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     hub = LocalHub(hub_root)
     adadpo.hub.push.HfApi = hub.api_class
@@ -416,7 +424,7 @@ if __name__ == "__main__":
 
     counter = StepCounter()
     with extra_callbacks(KillAfterPush(), counter):
-        trainer = train(load_script("run_adadpo"), run_argv)
+        trainer = train(run_adadpo, run_argv)
     steps_dir = Path(trainer.args.output_dir).with_suffix(".steps")
     steps_dir.mkdir(exist_ok=True)
     (steps_dir / f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(counter.steps))

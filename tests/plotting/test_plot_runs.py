@@ -1,23 +1,16 @@
 """adadpo.plotting and scripts/plot_runs.py on synthetic trainer_state.json / results.csv: panel counts, line styles
 and colours, the eval -> train fallback, the AdaDPO - DPO difference, files written, and clear errors."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import yaml
 from matplotlib.colors import to_hex
 
+from adadpo.cli import plot_runs
 from adadpo.plotting.grid import plot_metric_vs_beta
 from adadpo.plotting.runs import load_run, plot_grad_balance, plot_training_dynamics
-
-
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_runs", ROOT / "scripts" / "plot_runs.py")
-plot_runs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_runs)
 
 
 def make_history(loss_type, beta, steps=10, eval_every=5, with_eval=True):

@@ -7,14 +7,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, load_script, tiny_run_args
 
+from adadpo.cli import preflight as preflight_cli
 from adadpo.testing import CHATML_TEMPLATE, save_tiny_model
+from tests.helpers.runs import REPO_ROOT, tiny_run_args
 
 
 @pytest.fixture(scope="module")
 def preflight():
-    return load_script("preflight")
+    return preflight_cli
 
 
 def run(preflight, tmp_path, model_dir, data, *extra, **overrides):
@@ -117,7 +118,7 @@ def launch(config, argv, cwd):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["cpu_2proc", "zero3"])
 def test_passes_on_two_processes(tiny_model_dir, pref_jsonl, tmp_path, launcher):
-    from distributed_harness import deepspeed_launch_config
+    from tests.helpers.distributed_harness import deepspeed_launch_config
 
     config = (REPO_ROOT / "accelerate_configs" / "cpu_2proc.yaml") if launcher == "cpu_2proc" else (
         deepspeed_launch_config(tmp_path, stage=3))  # fmt: skip

@@ -2,7 +2,6 @@
 script), skip/resume, failures, --print/--dry_run/--slurm, results.csv/results.md; and one real 2x2 sweep."""
 
 import csv
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,21 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adadpo.sweep.grid import cell_name, config_fields, expand_grid, validate_and_normalize
+from adadpo.cli import plot_runs
+from adadpo.cli import sweep as sweep_script
+from adadpo.recipe import config_fields
+from adadpo.sweep.grid import cell_name, expand_grid, validate_and_normalize
 from adadpo.sweep.parse import parse_grid_tokens, parse_set_tokens
+from tests.helpers.runs import REPO_ROOT
 
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep_script = load_script("sweep")
 
 BASE_RECIPE = {
     "model_name_or_path": "tiny-model",
@@ -294,7 +285,7 @@ def test_real_2x2_sweep_shares_one_reference_pass_and_plots(tmp_path, monkeypatc
     recipe_path.write_text(yaml.safe_dump(recipe))
     sweep_dir = tmp_path / "sweep"
     argv = ["--recipe", str(recipe_path), "--sweep_dir", str(sweep_dir), "--grid", "learning_rate=1.0e-3,1.0e-4"]
-    argv += ["loss_type=dpo,adadpo", "--accelerate_config", str(ROOT / "accelerate_configs" / "cpu.yaml")]
+    argv += ["loss_type=dpo,adadpo", "--accelerate_config", str(REPO_ROOT / "accelerate_configs" / "cpu.yaml")]
     commands = []
 
     def counting_runner(command, log_path):
@@ -328,7 +319,6 @@ def test_real_2x2_sweep_shares_one_reference_pass_and_plots(tmp_path, monkeypatc
 
     runs = [load_run(sweep_dir / row["cell"]) for row in rows]
     assert len(plot_training_dynamics(runs).axes) == 4
-    plot_runs = load_script("plot_runs")
     written = plot_runs.main(["--sweep_dir", str(sweep_dir), "--out", str(tmp_path / "plots")])
     assert {p.name for p in written} >= {"training_dynamics.png", "grad_balance.png"}
     assert any(p.name.startswith("metric_vs_beta_") for p in written)

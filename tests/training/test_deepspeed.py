@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_run_args
-from distributed_harness import (
+from safetensors.torch import load_file, save_file
+
+from adadpo.training.ref_cache import ReferenceLogpsCache
+from tests.helpers.distributed_harness import (
     assert_logs_close,
     assert_weights_close,
     deepspeed_launch_config,
@@ -22,10 +24,7 @@ from distributed_harness import (
     read_reports,
     run_and_report,
 )
-from run_helpers import step_logs
-from safetensors.torch import load_file, save_file
-
-from adadpo.training.ref_cache import ReferenceLogpsCache
+from tests.helpers.runs import step_logs, tiny_run_args
 
 
 pytestmark = pytest.mark.slow

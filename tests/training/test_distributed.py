@@ -5,8 +5,9 @@ process. fp32: the only differences from one process are summation order (hence 
 import math
 
 import pytest
-from conftest import REPO_ROOT, tiny_run_args
-from distributed_harness import (
+
+from adadpo.launch_checks import check_fsdp_launch
+from tests.helpers.distributed_harness import (
     assert_logs_close,
     assert_weights_close,
     fsdp_launch_config,
@@ -14,9 +15,7 @@ from distributed_harness import (
     read_reports,
     run_and_report,
 )
-from run_helpers import step_logs
-
-from adadpo.launch import check_fsdp_launch
+from tests.helpers.runs import REPO_ROOT, step_logs, tiny_run_args
 
 
 pytestmark = pytest.mark.slow

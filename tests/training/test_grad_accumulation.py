@@ -12,9 +12,9 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_run_args
 
 from adadpo.losses import PreferenceLoss
+from tests.helpers.runs import tiny_run_args
 
 
 def train(run_adadpo, argv):

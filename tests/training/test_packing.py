@@ -272,7 +272,7 @@ def test_flash_varlen_packed_equals_padded_sdpa(tokenizer, emulated_flash, max_t
 def test_flash_varlen_path_really_runs_and_separates_sequences(tokenizer, emulated_flash):
     """Controls: the varlen kernel is what ran (position ids that do not restart change the numbers), and a leaky
     kernel that ignores cu_seqlens is caught by the same comparison."""
-    import flash_reference
+    from tests.helpers import flash_reference
 
     examples, model = make_examples(7), flash_model(tokenizer)
     batch = collate(tokenizer, examples, packed=True)

@@ -12,12 +12,12 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import tiny_run_args
 from transformers import AutoModelForCausalLM
 
 from adadpo.training.collators import DataCollatorForPackedPreference
 from adadpo.training.logps import sequence_logps
 from adadpo.training.packing import is_packed_batch
+from tests.helpers.runs import tiny_run_args
 
 
 COMPARED_METRICS = ("loss", "grad_norm", "logps/chosen", "logps/rejected", "lengths/chosen", "num_tokens")

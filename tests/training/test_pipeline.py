@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-from conftest import preference_rows_with_margin, tiny_run_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adadpo.losses import LOSS_SPECS, LOSSES
-from adadpo.recipe import RESOLVED_CONFIG_NAME
+from adadpo.run_folder import RESOLVED_CONFIG
 from adadpo.testing import write_jsonl
 from adadpo.training.trainer import AdaDPOTrainer
+from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
 
 
 def _train(run_adadpo, argv):
@@ -59,7 +59,7 @@ def test_every_loss_trains_padded_and_packed_saves_and_reloads(
     assert json.loads((out / "all_results.json").read_text())["train_loss"] == pytest.approx(
         trainer.state.log_history[-1]["train_loss"]
     )
-    assert f"loss_type: {loss_type}" in (out / RESOLVED_CONFIG_NAME).read_text()
+    assert f"loss_type: {loss_type}" in (out / RESOLVED_CONFIG).read_text()
     logged = trainer.state.log_history[0]
     for key in (
         "rewards/accuracies",

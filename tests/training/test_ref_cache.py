@@ -4,10 +4,10 @@ recomputed when corrupt, and equal to freshly computed log-probs."""
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_run_args
 
 from adadpo.training.ref_cache import weights_fingerprint
 from adadpo.training.trainer import AdaDPOTrainer
+from tests.helpers.runs import tiny_run_args
 
 
 def _run(run_adadpo, model_dir, data, out, cache, **overrides):

@@ -17,23 +17,24 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import harness_env, load_script, tiny_run_args
-from run_helpers import (
-    StepCounter,
-    WeightSnapshots,
-    assert_resumed_run_equals_uninterrupted,
-    extra_callbacks,
-    step_logs,
-    train,
-)
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from adadpo.losses import PreferenceLoss
-from adadpo.training.checkpointing import NORMALIZER_FILE
+from adadpo.run_folder import NORMALIZER_FILE
 from adadpo.training.nonfinite import NonFiniteStepsError
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.trainer import AdaDPOTrainer
+from tests.helpers.runs import (
+    StepCounter,
+    WeightSnapshots,
+    assert_resumed_run_equals_uninterrupted,
+    extra_callbacks,
+    harness_env,
+    step_logs,
+    tiny_run_args,
+    train,
+)
 
 
 def poisoned_loss(bad_calls: set[int], kind: str):
@@ -242,7 +243,7 @@ def test_crash_while_writing_the_reference_cache_keeps_the_previous_entry(tmp_pa
         return real_replace(src, dst)
 
     with (
-        mock.patch("adadpo.io.os.replace", replace_data_only),
+        mock.patch("adadpo.files.os.replace", replace_data_only),
         pytest.raises(OSError, match="injected"),
     ):
         cache.save("key", "train", *new)
@@ -250,6 +251,8 @@ def test_crash_while_writing_the_reference_cache_keeps_the_previous_entry(tmp_pa
 
 
 if __name__ == "__main__":
+    from adadpo.cli import run_adadpo
+
     kill_step, run_argv = int(sys.argv[1]), sys.argv[2:]
 
     class KillAfterSave(TrainerCallback):
@@ -258,5 +261,5 @@ if __name__ == "__main__":
                 os.kill(os.getpid(), signal.SIGKILL)
 
     with extra_callbacks(KillAfterSave()):
-        train(load_script("run_adadpo"), run_argv)
+        train(run_adadpo, run_argv)
     sys.exit("the harness was not killed")

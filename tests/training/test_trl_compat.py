@@ -10,7 +10,6 @@ import inspect
 
 import pytest
 import torch
-from conftest import preference_rows_with_margin
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 from trl import DPOTrainer
@@ -19,6 +18,7 @@ from trl.trainer import dpo_trainer as trl_dpo
 from adadpo.config import AdaDPOConfig
 from adadpo.training import trl_compat
 from adadpo.training.trainer import AdaDPOTrainer
+from tests.helpers.runs import preference_rows_with_margin
 
 
 class Recorded(AdaDPOTrainer):

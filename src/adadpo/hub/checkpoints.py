@@ -25,7 +25,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.utils import filter_repo_objects
 from transformers.trainer_utils import HubStrategy
 
-from adadpo.hub.push import HUB_SNAPSHOT_DIR, ensure_repo, failure_reason, hub_api, hub_repo_id
+from adadpo.hub.push import ensure_repo, failure_reason, hub_api, hub_repo_id
+from adadpo.run_folder import RunFolder
 from adadpo.training.model_card import build_model_card
 
 
@@ -78,7 +79,7 @@ class CheckpointPusher:
         self.repo_id, self.strategy, self.private, self.revision = repo_id, strategy, private, revision
         self.token = token  # in memory only
         self.api = hub_api(token)  # its `run_as_future` pool has one thread: pushes run one at a time, in order
-        self.snapshot_root = os.path.join(output_dir, HUB_SNAPSHOT_DIR)
+        self.snapshot_root = str(RunFolder(output_dir).hub_snapshots)
         self._lock = threading.Lock()
         self._queued: dict[str, _Queued] = {}  # by checkpoint name, oldest first
         self._jobs: list[Future] = []

@@ -6,20 +6,11 @@ import os
 
 from huggingface_hub import HfApi
 
-from adadpo.io import redact
+from adadpo.files import redact
+from adadpo.run_folder import not_pushed_at_the_end
 
 
 logger = logging.getLogger(__name__)
-
-HUB_SNAPSHOT_DIR = ".hub-push"  # output_dir/.hub-push/checkpoint-N: hard-linked copies of checkpoints being pushed
-_NOT_PUSHED_AT_THE_END = [
-    "checkpoint-*",
-    ".checkpoint-staging/*",
-    f"{HUB_SNAPSHOT_DIR}/*",
-    "*.tmp",
-    "runs/*",
-    "ref_cache/*",
-]
 
 
 def hub_api(token=None) -> HfApi:
@@ -55,7 +46,7 @@ def push_folder(
         repo_id=repo_id,
         revision=revision,
         commit_message=commit_message,
-        ignore_patterns=_NOT_PUSHED_AT_THE_END,
+        ignore_patterns=not_pushed_at_the_end(),
     )
 
 

@@ -15,9 +15,10 @@ import tempfile
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from adadpo.files import publish_dir
 from adadpo.hub.checkpoints import LAST_CHECKPOINT
 from adadpo.hub.push import HubError, failure_reason, hub_api, hub_repo_id
-from adadpo.training.checkpointing import CHECKPOINT_STAGING_DIR
+from adadpo.run_folder import TRAINER_STATE, RunFolder
 
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ def _step(checkpoint_folder: str) -> int:
 def _step_of_last_checkpoint(api, repo_id: str, revision: str | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:  # outside output_dir: nothing is written there yet
         api.snapshot_download(
-            repo_id, revision=revision, allow_patterns=[f"{LAST_CHECKPOINT}/trainer_state.json"], local_dir=tmp
+            repo_id, revision=revision, allow_patterns=[f"{LAST_CHECKPOINT}/{TRAINER_STATE}"], local_dir=tmp
         )
-        with open(os.path.join(tmp, LAST_CHECKPOINT, "trainer_state.json")) as f:
+        with open(os.path.join(tmp, LAST_CHECKPOINT, TRAINER_STATE)) as f:
             return json.load(f)["global_step"]
 
 
@@ -97,7 +98,7 @@ def resume_from_hub(args, token=None) -> str:
     else:
         folder, step, files = latest
         check_world_size(files, args.world_size, f"The checkpoint `{folder}/` of the Hub repo {repo_id!r}")
-        checkpoint = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        checkpoint = str(RunFolder(args.output_dir).checkpoint(step))
         source = f"downloaded from {repo_id}/{folder}"
     # Every process passes this barrier, whichever way it decided: a slower process may already see the download
     # as a local checkpoint (the same folder), and skipping the barrier would leave the processes' collectives out
@@ -110,7 +111,7 @@ def resume_from_hub(args, token=None) -> str:
 
 
 def _download(api, repo_id: str, revision: str | None, folder: str, target: str, token) -> None:
-    staging = os.path.join(os.path.dirname(target), CHECKPOINT_STAGING_DIR, "from-hub")
+    staging = RunFolder(os.path.dirname(target)).staging / "from-hub"
     shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted download
     try:
         api.snapshot_download(repo_id, revision=revision, allow_patterns=[f"{folder}/*"], local_dir=staging)
@@ -119,7 +120,7 @@ def _download(api, repo_id: str, revision: str | None, folder: str, target: str,
             f"Downloading `{folder}/` of the Hub repo {repo_id!r} failed: {failure_reason(error, token)}. Nothing "
             "was resumed; rerun the same command to try again."
         ) from None
-    os.replace(os.path.join(staging, folder), target)  # complete, so transformers may resume from it
+    publish_dir(staging / folder, target)  # complete, so transformers may resume from it
     shutil.rmtree(staging)  # what is left: huggingface_hub's download metadata
     with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(staging))
+        staging.parent.rmdir()

@@ -11,10 +11,10 @@
 See docs/losses.md for every formula, hyperparameter default and the AdaDPO balance derivations.
 """
 
+from adadpo.losses.functional import preference_loss
 from adadpo.losses.hparams import LOSS_HPARAM_DEFAULTS, validate_loss_hparams
 from adadpo.losses.loss import LOSS_SPECS, LOSSES, REFERENCE_FREE_LOSSES, PreferenceLoss, get_loss_spec
 from adadpo.losses.normalizer import AlphaMarginNormalizer
-from adadpo.losses.registry import preference_loss
 from adadpo.losses.types import LossOutput, LossSpec, PreferenceInputs
 
 

@@ -22,6 +22,9 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from adadpo.recipe import config_fields
+from adadpo.run_folder import RunFolder, SweepFolder
+
 
 # (metric logged by the trainer, panel title); the eval version is `eval_` + metric.
 DYNAMICS_PANELS = (
@@ -62,25 +65,25 @@ class Run:
 
 def _run_recipe(run_dir: Path) -> dict[str, Any]:
     """The cell recipe `scripts/sweep.py` wrote, else the full recipe `run_adadpo.py` saved in the run folder."""
-    for path in (run_dir.parent / "recipes" / f"{run_dir.name}.yaml", run_dir / "adadpo_config.yaml"):
+    cell_recipe, saved = SweepFolder(run_dir.parent).recipe(run_dir.name), RunFolder(run_dir).resolved_config
+    for path in (cell_recipe, saved):
         if path.is_file():
             return yaml.safe_load(path.read_text()) or {}
     raise ValueError(
-        f"{run_dir} has no recipe to read loss_type/beta/learning_rate from: expected {run_dir / 'adadpo_config.yaml'} "
-        f"(saved by run_adadpo.py) or {run_dir.parent / 'recipes' / (run_dir.name + '.yaml')} (written by sweep.py)."
+        f"{run_dir} has no recipe to read loss_type/beta/learning_rate from: expected {saved} (saved by "
+        f"run_adadpo.py) or {cell_recipe} (written by sweep.py)."
     )
 
 
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
-    state_path = run_dir / "trainer_state.json"
+    state_path = RunFolder(run_dir).trainer_state
     if not state_path.is_file():
         raise ValueError(
-            f"{run_dir} has no trainer_state.json: pass a training output_dir (run_adadpo.py writes it when it "
+            f"{run_dir} has no {state_path.name}: pass a training output_dir (run_adadpo.py writes it when it "
             "saves the model; a run that has not saved yet has none)."
         )
     recipe = _run_recipe(run_dir)
-    from adadpo.sweep.grid import config_fields  # lazily: only for keys a recipe leaves at their default
 
     def value(key):
         return recipe[key] if key in recipe else config_fields()[key].default

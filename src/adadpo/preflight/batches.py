@@ -62,4 +62,4 @@ class ReferenceSource:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         if self.mode == "precomputed":
             return trainer.compute_ref_log_probs(trainer.ref_model or trainer.model_wrapped, batch)
-        return trainer._reference_logps(batch)  # our own trainer's live-reference path
+        return trainer.reference_logps(batch)

@@ -3,8 +3,6 @@ flash_attention_2's varlen kernel) equal padded log-probs with a mask-based impl
 A negative control, the same packed row with position ids that do not restart, must differ: it shows the check can
 see a cross-sequence leak with this kernel on this hardware (a leak made a peer project's first loss ~6x ln 2)."""
 
-import contextlib
-
 import torch
 
 from adadpo.preflight.batches import collate, model_dtype
@@ -13,24 +11,10 @@ from adadpo.preflight.report import FAIL, PASS, Report, fmt
 from adadpo.training.collators import PreferenceCollator
 from adadpo.training.logps import sequence_logps, unwrap_model
 from adadpo.training.packing import MASK_PACKED_IMPLEMENTATIONS
+from adadpo.training.trl_compat import attention_implementation, get_attention_implementation
 
 
 GROUP = "3 packing"
-
-
-@contextlib.contextmanager
-def attention(model, name: str):
-    """Run `model` with another attention implementation inside the block. transformers' decoder layers and mask
-    builders read `config._attn_implementation` at every forward, so setting it switches the kernel without
-    reloading (and without `set_attn_implementation`'s availability checks, which refuse flash on a machine
-    without it, e.g. the CPU emulation of the tests)."""
-    config = model.config
-    original = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = original
 
 
 def _unrestarted(batch: dict) -> dict:
@@ -45,7 +29,7 @@ def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
         report.add(GROUP, "packed == padded log-probs", PASS, "not used (padding_free: false)")
         return
     model = unwrap_model(trainer.model)
-    attn = model.config._attn_implementation
+    attn = get_attention_implementation(model)
     mask_attn = attn if attn in MASK_PACKED_IMPLEMENTATIONS else "sdpa"
     pad_id = trainer.data_collator.pad_token_id
     padded_collator = PreferenceCollator(pad_token_id=pad_id, max_length=args.max_length,
@@ -57,7 +41,7 @@ def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
         with torch.no_grad():
             packed_logps = sequence_logps(trainer.model_wrapped, packed).logps.float()
             control = sequence_logps(trainer.model_wrapped, _unrestarted(packed)).logps.float()
-            with attention(model, mask_attn):
+            with attention_implementation(model, mask_attn):
                 padded = sequence_logps(trainer.model_wrapped, collate(trainer, rows, padded_collator)).logps.float()
         scale = padded.abs() * tol + 1e-3
         worst = max(worst, float(((packed_logps - padded).abs() / scale).max()))

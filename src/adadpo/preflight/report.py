@@ -66,6 +66,6 @@ def fmt(value: float, digits: int = 4) -> str:
 
 
 def write_json(path: str, report: Report, extra: dict | None = None) -> None:
-    from adadpo.io import write_json_atomic
+    from adadpo.files import write_json_atomic
 
     write_json_atomic(path, {**report.to_json(), **(extra or {})})

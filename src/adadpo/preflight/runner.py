@@ -1,5 +1,5 @@
 """Run every preflight check on a recipe: the model, tokenizer, data and trainer come from
-`adadpo.training.setup.build_trainer` (what `scripts/run_adadpo.py` trains), the checks that need the prepared model
+`adadpo.training.build.build_trainer` (what `scripts/run_adadpo.py` trains), the checks that need the prepared model
 (DDP / DeepSpeed) run inside `trainer.train()` at `on_train_begin`, and train()'s own steps on the longest micro-batch
 are the memory and time check. Nothing is written under the recipe's `output_dir`: the trainer gets a temporary one,
 saves nothing, and the weights are restored after the steps."""
@@ -17,8 +17,9 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from adadpo.preflight import distributed, identity, packing, resources, tokens
 from adadpo.preflight.batches import ReferenceSource, micro_batches
 from adadpo.preflight.report import FAIL, PASS, Report
-from adadpo.training.setup import build_trainer
+from adadpo.training.build import build_trainer
 from adadpo.training.trainer import AdaDPOTrainer
+from adadpo.training.trl_compat import get_attention_implementation
 
 
 STEPS = 2  # optimizer steps on the longest micro-batch; the last one is timed (the first allocates optimizer state)
@@ -104,7 +105,7 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
         args = trainer.args
         report.add("0 setup", "build model, data and trainer", PASS,
                    f"{args.loss_type}, {len(trainer.train_dataset)} train pairs, "
-                   f"attn {trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation}")  # fmt: skip
+                   f"attn {get_attention_implementation(trainer.accelerator.unwrap_model(trainer.model))}")  # fmt: skip
         eos_ids = {setup.tokenizer.eos_token_id, *_generation_eos(trainer.model)} - {None}
         details |= tokens.check_tokens(report, setup.raw_datasets["train"], trainer.train_dataset, setup.tokenizer,
                                        args, eos_ids, sample_rows)  # fmt: skip

@@ -17,6 +17,10 @@ from typing import Any
 
 import yaml
 
+from adadpo.losses import get_loss_spec
+from adadpo.recipe import config_fields, unknown_key_message
+from adadpo.run_folder import SweepFolder
+
 
 # Keys the sweep itself sets in every cell recipe; a grid or `--set` naming them would fight the sweep.
 SWEEP_KEYS = ("output_dir", "run_name")
@@ -39,14 +43,6 @@ class Cell:
 
     name: str
     overrides: dict[str, Any]
-
-
-def config_fields() -> dict[str, dataclasses.Field]:
-    """Every recipe key (`adadpo.recipe.config_fields`), imported lazily: `trl` takes seconds to import and the grid
-    parsing above does not need it."""
-    from adadpo.recipe import config_fields as recipe_fields
-
-    return recipe_fields()
 
 
 def _field_kinds(field_type: Any) -> set[type]:
@@ -88,8 +84,6 @@ def validate_and_normalize(
     for source, keys in (("recipe", recipe), ("--set", overrides), ("grid", grid)):
         for key in keys:
             if key not in fields and not (source == "recipe" and key == "env"):
-                from adadpo.recipe import unknown_key_message
-
                 problems.append(f"{source}: {unknown_key_message(key)}")
             elif source != "recipe" and key in managed:
                 hint = " (pass --no_shared_ref_cache to manage it yourself)" if key in REF_CACHE_KEYS else ""
@@ -119,8 +113,6 @@ def validate_and_normalize(
             "`--set push_to_hub=false` (push the best cell afterwards), or drop hub_model_id so each cell pushes to "
             "a repo named after its output folder."
         )
-    from adadpo.losses import get_loss_spec
-
     for loss in [overrides.get("loss_type", recipe.get("loss_type")), *grid.get("loss_type", [])]:
         if isinstance(loss, str):
             try:
@@ -171,7 +163,7 @@ def resolve_cell_recipe(
     if shared_ref_cache:
         # Every cell sees the same reference model and data, so its log-probs are computed once for the whole grid.
         recipe["precompute_ref_log_probs"] = True
-        recipe["ref_logps_cache_dir"] = str(sweep_dir / "ref_cache")
+        recipe["ref_logps_cache_dir"] = str(SweepFolder(sweep_dir).ref_cache)
     return recipe
 
 

@@ -8,9 +8,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from adadpo.io import write_text_atomic
-from adadpo.sweep.grid import config_fields, format_value
-from adadpo.sweep.runs import FINISHED_MARKER, SweepPlan, load_state
+from adadpo.files import write_text_atomic
+from adadpo.recipe import config_fields
+from adadpo.run_folder import RunFolder
+from adadpo.sweep.grid import format_value
+from adadpo.sweep.runs import SweepPlan, load_state
 
 
 # Identify a run in plots and tables even when they are not grid axes.
@@ -42,7 +44,7 @@ def collect_results(plan: SweepPlan) -> tuple[list[dict[str, Any]], list[str]]:
         row: dict[str, Any] = {"cell": cell.name, **cell.overrides}
         row.update({key: recipe.get(key, defaults[key]) for key in IDENTITY_KEYS if key not in row})
         cell_state = state.get(cell.name, {})
-        results_path = Path(recipe["output_dir"]) / FINISHED_MARKER
+        results_path = RunFolder(recipe["output_dir"]).all_results
         if results_path.is_file():
             metrics = json.loads(results_path.read_text())
             row.update(status="finished", returncode=0, wall_time_s=cell_state.get("wall_time_s"))
@@ -91,7 +93,7 @@ def write_results(plan: SweepPlan) -> tuple[Path, Path, str]:
     """Write `results.csv` and `results.md` into the sweep folder; returns their paths and the table."""
     rows, columns = collect_results(plan)
     table = results_markdown(rows, columns)
-    csv_path, md_path = plan.sweep_dir / "results.csv", plan.sweep_dir / "results.md"
+    csv_path, md_path = plan.folder.results_csv, plan.folder.results_md
     write_text_atomic(csv_path, results_csv(rows, columns))
     done = sum(row["status"] == "finished" for row in rows)
     header = f"# Sweep {plan.sweep_dir.name}\n\n{done}/{len(rows)} cells finished. Every metric: `results.csv`.\n\n"

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from adadpo.io import write_text_atomic
+from adadpo.files import write_json_atomic, write_text_atomic
+from adadpo.run_folder import ALL_RESULTS, RunFolder, SweepFolder
 from adadpo.sweep.grid import (
     Cell,
     dump_recipe,
@@ -25,7 +26,6 @@ from adadpo.sweep.grid import (
 from adadpo.sweep.parse import load_yaml_mapping
 
 
-FINISHED_MARKER = "all_results.json"  # run_adadpo.py writes it last, after the model is saved
 # Runs one command, streaming its output to the console and to the log file; returns the exit code.
 Runner = Callable[[list[str], Path], int]
 
@@ -39,15 +39,19 @@ class SweepPlan:
     cells: list[Cell]
     recipes: dict[str, dict[str, Any]]  # cell name -> resolved recipe
 
+    @property
+    def folder(self) -> SweepFolder:
+        return SweepFolder(self.sweep_dir)
+
     def recipe_path(self, cell: Cell) -> Path:
-        return self.sweep_dir / "recipes" / f"{cell.name}.yaml"
+        return self.folder.recipe(cell.name)
 
     def output_dir(self, cell: Cell) -> Path:
         return Path(self.recipes[cell.name]["output_dir"])
 
 
 def is_finished(output_dir: Path) -> bool:
-    return (Path(output_dir) / FINISHED_MARKER).is_file()
+    return RunFolder(output_dir).is_finished()
 
 
 def plan_sweep(
@@ -82,17 +86,19 @@ def write_plan(plan: SweepPlan) -> None:
     """The cell recipes, the logs folder, and `sweep.json` (so `--collect` later needs only the sweep folder)."""
     for cell in plan.cells:
         write_text_atomic(plan.recipe_path(cell), dump_recipe(plan.recipes[cell.name]))
-    (plan.sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    plan.folder.logs.mkdir(parents=True, exist_ok=True)
     manifest = {"grid": plan.grid, "cells": [{"name": c.name, "overrides": c.overrides} for c in plan.cells]}
-    write_text_atomic(plan.sweep_dir / "sweep.json", json.dumps(manifest, indent=2) + "\n")
+    write_json_atomic(plan.folder.manifest, manifest)
 
 
 def load_plan(sweep_dir: str | Path) -> SweepPlan:
     """The plan an earlier `sweep.py` call wrote into `sweep_dir`."""
     sweep_dir = Path(sweep_dir).resolve()
-    manifest_path = sweep_dir / "sweep.json"
+    manifest_path = SweepFolder(sweep_dir).manifest
     if not manifest_path.is_file():
-        raise ValueError(f"{sweep_dir} holds no sweep.json: run scripts/sweep.py with --recipe and a grid first.")
+        raise ValueError(
+            f"{sweep_dir} holds no {manifest_path.name}: run scripts/sweep.py with --recipe and a grid first."
+        )
     manifest = json.loads(manifest_path.read_text())
     cells = [Cell(c["name"], c["overrides"]) for c in manifest["cells"]]
     plan = SweepPlan(sweep_dir, manifest["grid"], cells, {})
@@ -119,7 +125,7 @@ def build_launch_command(
 def slurm_array_script(plan: SweepPlan, command_template: list[str], gpus: int = 8, max_parallel: int | None = None):
     """A `sbatch` script with one array task per cell; the `{recipe}` item of the template becomes the task's cell
     recipe. Finished cells exit at once, so resubmitting the array resumes the sweep."""
-    sweep = plan.sweep_dir
+    sweep, folder = plan.sweep_dir, plan.folder
     limit = f"%{max_parallel}" if max_parallel else ""
     names = " ".join(shlex.quote(cell.name) for cell in plan.cells)
     command = " ".join('"$RECIPE"' if part == "{recipe}" else shlex.quote(part) for part in command_template)
@@ -129,16 +135,16 @@ def slurm_array_script(plan: SweepPlan, command_template: list[str], gpus: int =
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --gres=gpu:{gpus}
-#SBATCH --output={sweep / "logs"}/%x-%A_%a.out
+#SBATCH --output={folder.logs}/%x-%A_%a.out
 # Written by scripts/sweep.py. Add your cluster's partition/account/time lines above and activate the project's
-# environment below, then: sbatch {shlex.quote(str(sweep / "sweep.slurm"))}
+# environment below, then: sbatch {shlex.quote(str(folder.slurm_script))}
 # When the array is done: python scripts/sweep.py --sweep_dir {shlex.quote(str(sweep))} --collect
 set -euo pipefail
 cd {shlex.quote(os.getcwd())}
 CELLS=({names})
 CELL="${{CELLS[$SLURM_ARRAY_TASK_ID]}}"
-RECIPE={shlex.quote(str(sweep / "recipes"))}/"$CELL".yaml
-if [ -f {shlex.quote(str(sweep))}/"$CELL"/{FINISHED_MARKER} ]; then
+RECIPE={shlex.quote(str(folder.recipes))}/"$CELL".yaml
+if [ -f {shlex.quote(str(sweep))}/"$CELL"/{ALL_RESULTS} ]; then
     echo "cell $CELL: already finished, skipping"
     exit 0
 fi
@@ -164,7 +170,7 @@ def run_streaming(command: list[str], log_path: Path) -> int:
 
 
 def load_state(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    path = Path(sweep_dir) / "sweep_state.json"
+    path = SweepFolder(sweep_dir).state
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -179,20 +185,20 @@ def run_cells(
         prefix = f"cell {index}/{total} {cell.name}"
         output_dir = plan.output_dir(cell)
         if is_finished(output_dir):
-            echo(f"{prefix}: skipped, already finished ({output_dir / FINISHED_MARKER} exists)", flush=True)
+            echo(f"{prefix}: skipped, already finished ({RunFolder(output_dir).all_results} exists)", flush=True)
             state.setdefault(cell.name, {})["status"] = "finished"
             continue
-        log_path = plan.sweep_dir / "logs" / f"{cell.name}.log"
+        log_path = plan.folder.log(cell.name)
         echo(f"{prefix}: running\n  $ {shlex.join(commands[cell.name])}\n  log: {log_path}", flush=True)
         start = time.monotonic()
         returncode = runner(commands[cell.name], log_path)
         wall_time = round(time.monotonic() - start, 2)
         status = "finished" if returncode == 0 and is_finished(output_dir) else "failed"
         state[cell.name] = {"status": status, "returncode": returncode, "wall_time_s": wall_time}
-        write_text_atomic(plan.sweep_dir / "sweep_state.json", json.dumps(state, indent=2) + "\n")
+        write_json_atomic(plan.folder.state, state)
         if status == "finished":
             echo(f"{prefix}: finished in {wall_time:.1f} s", flush=True)
         else:
-            why = f"exit code {returncode}" if returncode else f"exit code 0 but no {FINISHED_MARKER} was written"
+            why = f"exit code {returncode}" if returncode else f"exit code 0 but no {ALL_RESULTS} was written"
             echo(f"{prefix}: FAILED ({why}) after {wall_time:.1f} s; see {log_path}", flush=True)
     return state

@@ -7,14 +7,10 @@ import json
 import os
 import shutil
 
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import rotate_checkpoints
 
-from adadpo.io import write_json_atomic
-
-
-NORMALIZER_FILE = "alpha_margin_normalizer.json"  # the loss's state (name kept: older checkpoints resume too)
-COUNTERS_FILE = "adadpo_counters.json"  # running totals that resume must continue, not restart
+from adadpo.files import publish_dir, write_json_atomic
+from adadpo.run_folder import COUNTERS_FILE, NORMALIZER_FILE, TRAINER_STATE, RunFolder
 
 
 def save_extra_state(trainer, folder: str) -> None:
@@ -41,23 +37,20 @@ def load_extra_state(trainer, checkpoint: str) -> None:
         trainer.nonfinite_guard.total_skipped = counters["nonfinite_steps"]
 
 
-CHECKPOINT_STAGING_DIR = ".checkpoint-staging"  # transformers resumes only from `checkpoint-<N>` folders
-
-
 def checkpoint_dir(trainer, trial=None) -> str:
     """The current step's `checkpoint-N` folder in the run folder (where `atomic_checkpoint` renames it to)."""
-    return os.path.join(trainer.run_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+    return str(RunFolder(trainer.run_dir(trial)).checkpoint(trainer.state.global_step))
 
 
 @contextlib.contextmanager
 def atomic_checkpoint(trainer, trial=None):
     """Make a Trainer's `_save_checkpoint` all-or-nothing: inside, the trainer's checkpoint root
-    (`TRLCompatTrainer._get_output_dir`) is a staging folder; on exit (after every process has written) the complete `checkpoint-N` is renamed into the run folder in
-    one step, and only then are older checkpoints rotated out (`save_total_limit`). A crash inside leaves the run
+    (`TRLCompatTrainer.checkpoints_written_to`) is a staging folder; on exit (after every process has written) the
+    complete `checkpoint-N` is renamed into the run folder in one step, and only then are older checkpoints rotated out (`save_total_limit`). A crash inside leaves the run
     folder as it was, so resuming picks the previous complete checkpoint. Yields the staged checkpoint folder."""
     final = checkpoint_dir(trainer, trial)
     run_dir, name = os.path.split(final)
-    staging_root = os.path.join(run_dir, CHECKPOINT_STAGING_DIR)
+    staging_root = str(RunFolder(run_dir).staging)
     staged = os.path.join(staging_root, name)
     should_save, save_total_limit = trainer.args.should_save, trainer.args.save_total_limit
     if should_save and os.path.exists(staged):
@@ -65,25 +58,17 @@ def atomic_checkpoint(trainer, trial=None):
     trainer.accelerator.wait_for_everyone()
     trainer.args.save_total_limit = None
     try:
-        trainer._checkpoint_root = staging_root
-        yield staged
+        with trainer.checkpoints_written_to(staging_root):
+            yield staged
     finally:
-        trainer._checkpoint_root = None
         trainer.args.save_total_limit = save_total_limit
     best = trainer.state.best_model_checkpoint
     if should_save and best and os.path.dirname(best) == staging_root:  # the new checkpoint is the best one
         trainer.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
-        trainer.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+        trainer.state.save_to_json(os.path.join(staged, TRAINER_STATE))
     trainer.accelerator.wait_for_everyone()
     if should_save:
-        if os.path.exists(final):  # a rerun reaching the same step: swap, then delete the old folder
-            aside = f"{final}.replaced"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(final, aside)
-            os.replace(staged, final)
-            shutil.rmtree(aside)
-        else:
-            os.replace(staged, final)
+        publish_dir(staged, final)  # a rerun reaching the same step replaces that step's folder
         with contextlib.suppress(OSError):  # empty unless another step's save crashed
             os.rmdir(staging_root)
         rotate_checkpoints(run_dir, save_total_limit, trainer.state.best_model_checkpoint, use_mtime=True)

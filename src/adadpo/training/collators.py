@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
-from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from adadpo.training.trl_compat import DataCollatorForPreference
 
 
 # Per-pair floats carried through the collator unchanged when present in the examples.

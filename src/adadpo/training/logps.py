@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from adadpo.training.packing import is_packed_batch, uses_flash_varlen
+from adadpo.training.trl_compat import fused_log_probs, get_attention_implementation
 
 
 IGNORE_INDEX = -100
@@ -41,17 +42,6 @@ def unwrap_model(model):
     return model
 
 
-def _fused_log_probs(model, **inputs) -> Tensor:
-    outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-    log_probs = getattr(outputs, "log_probs", None)
-    if log_probs is None:
-        raise RuntimeError(
-            "The model returned no `log_probs`: patch it once with `trl.trainer.utils.add_fused_lm_head(model)` "
-            "(on the base model, before wrapping it with PEFT) before calling `sequence_logps`."
-        )
-    return log_probs
-
-
 def packed_shift_labels(input_ids: Tensor, completion_mask: Tensor, sequence_ids: Tensor) -> Tensor:
     """Next-token labels for a packed batch: entry t is token t+1 when t+1 is a completion token of the same sequence
     as t, else -100. So the first token of every sequence (and all row padding) is never predicted from the previous
@@ -67,11 +57,11 @@ def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogp
     input_ids, position_ids, sequence_ids = batch["input_ids"], batch["position_ids"], batch["sequence_ids"]
     num_sequences = 2 * int(batch["num_pairs"])
     shift_labels = packed_shift_labels(input_ids, batch["completion_mask"], sequence_ids)
-    if uses_flash_varlen(unwrap_model(model).config._attn_implementation):
+    if uses_flash_varlen(get_attention_implementation(unwrap_model(model))):
         # transformers only derives varlen `cu_seqlens` from position_ids for a single row (`_is_packed_sequence`);
         # with several rows it would run plain causal attention per row, across the sequences of each row.
         input_ids, position_ids, shift_labels = (x.reshape(1, -1) for x in (input_ids, position_ids, shift_labels))
-    log_probs = _fused_log_probs(
+    log_probs = fused_log_probs(
         model,
         input_ids=input_ids,
         position_ids=position_ids,
@@ -95,7 +85,7 @@ def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogp
 def _padded_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogps:
     input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
     labels = input_ids.masked_fill(completion_mask == 0, IGNORE_INDEX)
-    log_probs = _fused_log_probs(
+    log_probs = fused_log_probs(
         model, input_ids=input_ids, attention_mask=batch["attention_mask"], labels=labels, **forward_kwargs
     )
     # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens (as TRL does)

@@ -7,7 +7,7 @@ from pathlib import Path
 import trl
 from huggingface_hub import ModelCard, ModelCardData
 
-from adadpo.io import redact, write_text_atomic
+from adadpo.files import redact, write_text_atomic
 from adadpo.losses import LOSS_SPECS
 
 
@@ -68,7 +68,7 @@ def build_model_card(trainer, checkpoint_step: int | None = None) -> ModelCard:
     """The card of the finished run, or with `checkpoint_step` of a checkpoint pushed while training goes on."""
     args = trainer.args
     spec = LOSS_SPECS[args.loss_type]
-    base_model = trainer.model.config._name_or_path if hasattr(trainer.model, "config") else "unknown"
+    base_model = trainer.model.config.name_or_path if hasattr(trainer.model, "config") else "unknown"
     datasets = list(trainer.dataset_names)
     hparams = {name: value for name, value in args.loss_hparams.items() if name in spec.hparams}
     training = {

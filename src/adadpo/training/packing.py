@@ -13,6 +13,8 @@ import re
 
 import torch
 
+from adadpo.training.trl_compat import get_attention_implementation
+
 
 # Attention implementations whose causal mask is built by `masking_utils` from packed `position_ids`.
 MASK_PACKED_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
@@ -77,7 +79,7 @@ def check_packed_model(model, peft_config=None) -> None:
             "virtual tokens are prepended to each packed row, not to each sequence. Use LoRA-style adapters or set "
             "`padding_free: false`."
         )
-    check_packing_supported(model.config._attn_implementation)
+    check_packing_supported(get_attention_implementation(model))
 
 
 def is_packed_batch(batch: dict) -> bool:

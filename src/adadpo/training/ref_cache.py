@@ -21,7 +21,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from adadpo.io import write_atomic, write_json_atomic
+from adadpo.files import write_atomic, write_json_atomic
+from adadpo.training.trl_compat import get_attention_implementation
 
 
 logger = logging.getLogger(__name__)
@@ -135,13 +136,13 @@ class ReferenceLogpsCache:
         args = trainer.args
         accelerator = trainer.accelerator
         parts = {
-            "reference": getattr(base.config, "_name_or_path", ""),
+            "reference": base.config.name_or_path,
             "revision": (args.model_init_kwargs or {}).get("revision"),
             "weights": weights_fingerprint(
                 base, reduce_sum=lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum")
             ),
             "dtype": str(base.dtype),
-            "attn_implementation": base.config._attn_implementation,
+            "attn_implementation": get_attention_implementation(base),
             "tokens": tokens_fingerprint(dataset),
             "chat_template": hashlib.sha256(str(trainer.processing_class.chat_template).encode()).hexdigest(),
             "tokenizer": trainer.processing_class.name_or_path,

@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import torch
 from accelerate.utils import is_peft_model
-from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import use_adapter
 
 from adadpo.config import AdaDPOConfig
 from adadpo.data_checks import check_tokenized
@@ -25,7 +23,7 @@ from adadpo.training.model_card import write_model_card
 from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.packing import check_packed_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
-from adadpo.training.trl_compat import TRLCompatTrainer
+from adadpo.training.trl_compat import TRLCompatTrainer, disable_gradient_checkpointing, use_adapter
 
 
 logger = logging.getLogger(__name__)
@@ -119,7 +117,9 @@ class AdaDPOTrainer(TRLCompatTrainer):
         with self._reference_context(), self.accelerator.autocast():
             return sequence_logps(model, inputs).logps.chunk(2, dim=0)
 
-    def _reference_logps(self, inputs):
+    def reference_logps(self, inputs):
+        """(chosen, rejected) reference log-probs of a collated batch: its precomputed columns, else a forward of
+        the reference (the policy with its adapter off for PEFT), as the loss receives them."""
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         with self._reference_context():
@@ -134,7 +134,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         chosen_lengths, rejected_lengths = policy.lengths.chunk(2, dim=0)
         ref_chosen_logps = ref_rejected_logps = None
         if self.loss_fn.needs_reference:
-            ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
+            ref_chosen_logps, ref_rejected_logps = self.reference_logps(inputs)
         out = self.loss_fn(
             policy_chosen_logps=chosen_logps,
             policy_rejected_logps=rejected_logps,

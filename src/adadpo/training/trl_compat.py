@@ -1,15 +1,32 @@
-"""Every use of a private API of TRL's `DPOTrainer` or transformers' `Trainer`, in one place.
+"""Every use of a private API of TRL or transformers, in one place.
 
-`TRLCompatTrainer` overrides the private methods and owns the toggles; `AdaDPOTrainer` subclasses it and implements
-only the public hooks at the top. Each seam says which TRL / transformers behaviour it relies on; `trl` is pinned to
-the minor we test (1.16) and `tests/training/test_trl_compat.py` fails, naming the seam, if an upgrade changes one.
+`TRLCompatTrainer` overrides the private methods of TRL's `DPOTrainer` and transformers' `Trainer` and owns the
+toggles; `AdaDPOTrainer` subclasses it and implements only the public hooks at the top. The functions below it are
+the other seams: TRL helpers that live in its private modules (`trl.trainer.*`, `trl.models.*`), the fused LM head
+TRL patches into the model, and transformers' attention-implementation attribute. Each seam says which behaviour it
+relies on; `trl` is pinned to the minor we test (1.16), `tests/training/test_trl_compat.py` fails, naming the seam,
+if an upgrade changes one, and `tests/test_architecture.py` fails if a module outside this one reaches past it.
 """
 
 import contextlib
 import os
 
 from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer import dpo_trainer as trl_dpo
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import use_adapter
+
+
+__all__ = [
+    "DataCollatorForPreference",  # TRL's padded preference collator (not exported at `trl`'s top level)
+    "TRLCompatTrainer",
+    "attention_implementation",
+    "disable_gradient_checkpointing",  # no grad-checkpointing recompute in a no-grad reference forward
+    "fused_log_probs",
+    "get_attention_implementation",
+    "use_adapter",  # PEFT: the reference is the policy with its adapter off (or TRL's frozen `ref` adapter on)
+]
 
 
 # TRL's module-level functions that `DPOTrainer.__init__` calls; swapped out for the duration of that call only.
@@ -73,7 +90,7 @@ class TRLCompatTrainer(DPOTrainer):
         implemented by our collator and `sequence_logps`), so TRL sees it off during its init."""
         packing = args.padding_free
         args.padding_free = False
-        self._checkpoint_root = None
+        self._checkpoint_root = None  # see `checkpoints_written_to`
         try:
             with contextlib.ExitStack() as stack:
                 if not load_reference:
@@ -138,9 +155,19 @@ class TRLCompatTrainer(DPOTrainer):
     # ---- transformers: Trainer private methods -----------------------------------------------------------------
 
     def _get_output_dir(self, trial):
-        # transformers: `_save_checkpoint` writes `checkpoint-N` under `_get_output_dir(trial)`. While
-        # `_checkpoint_root` is set (`adadpo.training.checkpointing.atomic_checkpoint`), that is a staging folder.
+        # transformers: `_save_checkpoint` writes `checkpoint-N` under `_get_output_dir(trial)`. Inside
+        # `checkpoints_written_to(root)` that is `root`, a staging folder.
         return self._checkpoint_root or super()._get_output_dir(trial=trial)
+
+    @contextlib.contextmanager
+    def checkpoints_written_to(self, root: str):
+        """Inside the block, transformers' `_save_checkpoint` writes `checkpoint-N` under `root` instead of the run
+        folder (`adadpo.training.checkpointing.atomic_checkpoint` stages it there and renames it when complete)."""
+        self._checkpoint_root = root
+        try:
+            yield
+        finally:
+            self._checkpoint_root = None
 
     def run_dir(self, trial=None) -> str:
         """The run folder checkpoints are renamed into (never the staging folder)."""
@@ -163,3 +190,43 @@ class TRLCompatTrainer(DPOTrainer):
         super()._load_rng_state(checkpoint)
         if checkpoint is not None and os.path.isdir(checkpoint):
             self.load_extra_state(checkpoint)
+
+
+# ---- TRL: the fused LM head ------------------------------------------------------------------------------------------
+
+
+def fused_log_probs(model, **inputs):
+    """Per-token log-probs of the labels from one forward, without the (tokens x vocab) logits. TRL 1.16's
+    `DPOTrainer.__init__` patches the policy and reference with `add_fused_lm_head`: called with `fused_lm_head=True`
+    and `labels` / `shift_labels`, the model returns them as `outputs.log_probs`."""
+    outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+    log_probs = getattr(outputs, "log_probs", None)
+    if log_probs is None:
+        raise RuntimeError(
+            "The model returned no `log_probs`: patch it once with `trl.trainer.utils.add_fused_lm_head(model)` "
+            "(on the base model, before wrapping it with PEFT) before calling `sequence_logps`."
+        )
+    return log_probs
+
+
+# ---- transformers: the attention implementation --------------------------------------------------------------------
+
+
+def get_attention_implementation(model) -> str | None:
+    """The attention kernel `model` runs (`sdpa`, `flash_attention_2`, ...). transformers 5 keeps it in
+    `config._attn_implementation`, read by every decoder layer and mask builder at each forward."""
+    return model.config._attn_implementation
+
+
+@contextlib.contextmanager
+def attention_implementation(model, name: str):
+    """Run `model` with another attention implementation inside the block. Setting `config._attn_implementation`
+    switches the kernel without reloading, and without `set_attn_implementation`'s availability checks (which
+    refuse flash on a machine without it, e.g. the CPU emulation of the tests)."""
+    config = model.config
+    original = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = original

@@ -1,7 +1,7 @@
 """Per-process harness of the multi-process tests: the same `scripts/run_adadpo.py` `main` users launch, plus a
 report of what each process saw, so a test can compare a distributed run with a one-process run.
 
-    accelerate launch --config_file CONFIG tests/distributed_harness.py <run_adadpo arguments>
+    accelerate launch --config_file CONFIG tests/helpers/distributed_harness.py <run_adadpo arguments>
 
 writes `<output_dir>/harness/rank<R>.json` per process (see `report`). With `ADADPO_KILL_AFTER_SAVE=N` in the
 environment every process SIGKILLs itself right after checkpoint-N is saved (no cleanup: a hard crash).
@@ -22,10 +22,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO_ROOT, harness_env, load_script  # noqa: E402
-from run_helpers import extra_callbacks  # noqa: E402
+from adadpo.cli import run_adadpo
+from tests.helpers.runs import REPO_ROOT, extra_callbacks, harness_env, train
 
 
 KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
@@ -197,16 +195,14 @@ def assert_weights_close(a: Path, b: Path, rtol: float):
 
 def run_and_report(argv: list[str]) -> tuple[object, dict]:
     """A one-process run in this process: the trainer and its report."""
-    run_adadpo = load_script("run_adadpo")
-    trainer = run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+    trainer = train(run_adadpo, argv)
     return trainer, report(trainer)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     callbacks = [KillAfterSave(int(os.environ[KILL_ENV]))] if os.environ.get(KILL_ENV) else []
-    run_adadpo = load_script("run_adadpo")
     with extra_callbacks(*callbacks):
-        trainer = run_adadpo.main(*run_adadpo.parse_args(sys.argv[1:]), argv=sys.argv[1:])
+        trainer = train(run_adadpo, sys.argv[1:])
     write_report(trainer)
     trainer.accelerator.wait_for_everyone()

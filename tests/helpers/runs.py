@@ -1,8 +1,12 @@
-"""Helpers shared by the tests that run `scripts/run_adadpo.py`'s `main` in the test process: run it, add
-callbacks to the trainer it builds, read its logged steps, and compare a resumed run with an uninterrupted one."""
+"""Helpers shared by the tests that run `scripts/run_adadpo.py`'s `main` (`adadpo.cli.run_adadpo`): its arguments for
+a tiny CPU run, the environment of a subprocess that runs it, callbacks added to the trainer it builds, its logged
+steps, and the comparison of a resumed run with an uninterrupted one."""
 
 import contextlib
 import json
+import os
+import random
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -11,8 +15,59 @@ import transformers.trainer
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from adadpo.training.checkpointing import NORMALIZER_FILE
+from adadpo.run_folder import NORMALIZER_FILE
+from adadpo.testing import make_preference_rows
 from adadpo.training.trainer import AdaDPOTrainer
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def preference_rows_with_margin(n: int, seed: int = 0, **kwargs):
+    rng = random.Random(seed)
+    rows = make_preference_rows(n, seed=seed, **kwargs)
+    for row in rows:
+        row["reward_margin"] = rng.uniform(0.0, 2.0)  # MADPO reads it; other losses ignore it
+    return rows
+
+
+def harness_env(**extra: str) -> dict[str, str]:
+    """Environment of a subprocess that runs a test file as a per-process harness script: offline, quiet, one
+    thread, and the `tests` package importable (pytest puts the repository root on sys.path; a script does not)."""
+    paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
+
+
+def tiny_run_args(model_dir, data_path, output_dir, **overrides) -> list[str]:
+    """Command-line arguments of a 3-step CPU run on the tiny model."""
+    args = {
+        "model_name_or_path": str(model_dir),
+        "dataset_name": str(data_path),
+        "output_dir": str(output_dir),
+        "max_steps": 3,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1.0e-3,
+        "max_length": 64,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 3,
+        "report_to": "none",
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": True,
+        "seed": 0,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+    args.update(overrides)
+    return [f"--{key}={value}" for key, value in args.items() if value is not None]
 
 
 def train(run_adadpo, argv):

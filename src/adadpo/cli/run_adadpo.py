@@ -1,0 +1,124 @@
+r"""Train a causal LM on preference pairs with any loss of `adadpo.losses` (AdaDPO, DPO, SimPO, alpha-DPO, ...).
+
+    accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml scripts/run_adadpo.py \
+        --config recipes/llama-3-8b-instruct/adadpo/config_full.yaml [--key=value ...]
+"""
+
+import logging
+import os
+import sys
+
+import datasets
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig
+
+from adadpo.config import AdaDPOConfig, ScriptArguments
+from adadpo.files import write_json_atomic
+from adadpo.hub.checkpoints import CheckpointPusher
+from adadpo.hub.push import HubError, hub_repo_id, safe_push
+from adadpo.hub.resume import HUB_RESUME, resume_from_hub
+from adadpo.recipe import parse_args, save_resolved_config
+from adadpo.run_folder import RunFolder
+from adadpo.training.build import build_trainer
+
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: ModelConfig, argv=None):
+    ###############
+    # Setup logging
+    ###############
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    for lib_logger in (logger, logging.getLogger("adadpo"), datasets.utils.logging, transformers.utils.logging):
+        lib_logger.set_verbosity(log_level) if hasattr(lib_logger, "set_verbosity") else lib_logger.setLevel(log_level)
+    logger.info(
+        "loss_type=%s beta=%s lr=%s world_size=%d per_device_batch=%d grad_accum=%d",
+        training_args.loss_type,
+        training_args.beta,
+        training_args.learning_rate,
+        training_args.world_size,
+        training_args.per_device_train_batch_size,
+        training_args.gradient_accumulation_steps,
+    )
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint is not None:
+            logger.info("Resuming from the last checkpoint in output_dir: %s", last_checkpoint)
+
+    ##########################################
+    # Model, tokenizer, data and trainer
+    ##########################################
+    # adadpo.training.build.build_trainer: shared with scripts/preflight.py, so a preflight checks this very setup.
+    push_to_hub = training_args.push_to_hub
+    training_args.push_to_hub = False  # we push once, at the end, after everything is saved locally
+    hub_token, training_args.hub_token = training_args.hub_token, None  # else pickled into training_args.bin
+    trainer = build_trainer(
+        script_args,
+        training_args,
+        model_args,
+        argv,
+        hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
+    ).trainer
+    eval_dataset = trainer.eval_dataset
+
+    ##########
+    # Training
+    ##########
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    if checkpoint == HUB_RESUME:
+        checkpoint = resume_from_hub(training_args, hub_token)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {**train_result.metrics, "train_samples": len(trainer.train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics, combined=False)
+    if eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics, combined=False)
+        metrics.update(eval_metrics)
+    trainer.save_state()  # after the final evaluation, so trainer_state.json holds it for plots
+
+    ##################################
+    # Save model, model card, and push
+    ##################################
+    trainer.model.config.use_cache = True
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card()
+        save_resolved_config(training_args.output_dir, script_args, training_args, model_args)
+        write_json_atomic(RunFolder(training_args.output_dir).all_results, metrics)  # written last: finished
+        logger.info("Model, tokenizer and model card saved to %s", os.path.abspath(training_args.output_dir))
+    trainer.accelerator.wait_for_everyone()
+    training_args.push_to_hub = push_to_hub
+    if push_to_hub and trainer.accelerator.is_main_process:
+        if trainer.hub_pusher is not None:
+            trainer.hub_pusher.finish()  # checkpoint pushes first, so that the final model lands last
+        repo_id = hub_repo_id(training_args)
+        safe_push(
+            training_args.output_dir,
+            repo_id,
+            training_args.hub_private_repo,
+            training_args.hub_revision,
+            f"AdaDPO run: {training_args.loss_type}",
+            token=hub_token,
+        )
+        logger.info("Pushed %s to the Hub repo %s", training_args.output_dir, repo_id)
+    return trainer
+
+
+def cli() -> int:
+    try:
+        main(*parse_args(), argv=sys.argv[1:])
+    except HubError as error:
+        logger.error("%s", error)
+        return 1
+    return 0
