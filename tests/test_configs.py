@@ -7,9 +7,9 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adadpo.config import AdaDPOConfig
-from adadpo.launch_checks import check_process_group, derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSSES
 from adadpo.recipe import parse_args
+from adadpo.training.launch_checks import apply_launch, check_process_group, derive_gradient_accumulation
 
 
 def config(tmp_path, **kwargs):
@@ -26,8 +26,36 @@ def test_global_batch_not_divisible_names_the_fix():
         derive_gradient_accumulation(128, 3, 2)
 
 
-def test_config_derives_gradient_accumulation(tmp_path):
-    assert config(tmp_path, global_batch_size=16, per_device_train_batch_size=2).gradient_accumulation_steps == 8
+def test_gradient_accumulation_is_derived_where_the_run_is_built_not_by_the_config(tmp_path):
+    """Building a config reads nothing of the launch: the same recipe gives the same config however it is launched,
+    and a wrong launch is refused by `apply_launch` (called by `build_trainer`), not by the dataclass."""
+    cfg = config(tmp_path, global_batch_size=16, per_device_train_batch_size=2)
+    assert cfg.gradient_accumulation_steps == 1
+    apply_launch(cfg, environ={})
+    assert cfg.gradient_accumulation_steps == 8
+    launched_apart = config(tmp_path, per_device_train_batch_size=2)  # two processes that never joined one group
+    with pytest.raises(ValueError, match="set `use_cpu: true`"):
+        apply_launch(launched_apart, environ={"WORLD_SIZE": "2"})
+
+
+def test_config_builds_under_a_launch_that_apply_launch_refuses(tmp_path, monkeypatch):
+    """FSDP asked for, CPU processes: refused when the run is built, not when a config is made (e.g. by a test or
+    `scripts/sweep.py` reading a recipe on a login node)."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert config(tmp_path, global_batch_size=16).gradient_accumulation_steps == 1
+
+
+def test_derived_accumulation_reaches_a_deepspeed_config_given_in_the_recipe(tmp_path):
+    """With `deepspeed: <config>` in the recipe, transformers fills the config's "auto" entries when the arguments
+    are built; the accumulation derived later must replace the value filled then, or DeepSpeed trains another batch."""
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "train_batch_size": "auto"}
+    ds["zero_optimization"] = {"stage": 2}
+    cfg = config(tmp_path, global_batch_size=16, per_device_train_batch_size=2, deepspeed=ds)
+    assert cfg.hf_deepspeed_config.config["gradient_accumulation_steps"] == 1
+    apply_launch(cfg, environ={})
+    assert cfg.hf_deepspeed_config.config["gradient_accumulation_steps"] == 8
+    assert cfg.hf_deepspeed_config.config["train_batch_size"] == 16
+    assert cfg.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"] == 8
 
 
 def test_every_loss_hyperparameter_is_a_config_field_with_the_same_default():

@@ -12,9 +12,9 @@ import yaml
 from trl import ModelConfig
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
-from adadpo.launch_checks import derive_gradient_accumulation
 from adadpo.losses import LOSS_HPARAM_DEFAULTS, LOSS_SPECS
 from adadpo.recipe import parse_args
+from adadpo.training.launch_checks import apply_launch, derive_gradient_accumulation
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,8 @@ def test_recipe_global_batch_divides(path, tmp_path):
     for world_size in world_sizes:
         steps = derive_gradient_accumulation(global_batch, world_size, per_device)
         assert steps * world_size * per_device == global_batch
-    _, training_args, _ = parse_recipe(path, tmp_path)  # parsed in a single process
+    _, training_args, _ = parse_recipe(path, tmp_path)  # parsed and launched in a single process
+    apply_launch(training_args, environ={})
     assert training_args.gradient_accumulation_steps * per_device == global_batch
 
 
@@ -208,6 +209,7 @@ def test_one_qlora_recipe_is_single_gpu_4bit_peft(tmp_path):
     assert qlora
     for path in qlora:
         _, training_args, model_args = parse_recipe(path, tmp_path)
+        apply_launch(training_args, environ={})
         assert model_args.use_peft and model_args.load_in_4bit
         assert training_args.gradient_accumulation_steps * training_args.per_device_train_batch_size == (
             training_args.global_batch_size

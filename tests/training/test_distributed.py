@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from adadpo.launch_checks import check_fsdp_launch
+from adadpo.training.launch_checks import check_fsdp_launch
 from tests.helpers.distributed_harness import (
     assert_logs_close,
     assert_weights_close,

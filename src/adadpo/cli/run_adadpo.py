@@ -38,16 +38,6 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     log_level = training_args.get_process_log_level()
     for lib_logger in (logger, logging.getLogger("adadpo"), datasets.utils.logging, transformers.utils.logging):
         lib_logger.set_verbosity(log_level) if hasattr(lib_logger, "set_verbosity") else lib_logger.setLevel(log_level)
-    logger.info(
-        "loss_type=%s beta=%s lr=%s world_size=%d per_device_batch=%d grad_accum=%d",
-        training_args.loss_type,
-        training_args.beta,
-        training_args.learning_rate,
-        training_args.world_size,
-        training_args.per_device_train_batch_size,
-        training_args.gradient_accumulation_steps,
-    )
-
     last_checkpoint = None
     if os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
         last_checkpoint = get_last_checkpoint(training_args.output_dir)
@@ -69,6 +59,15 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
     ).trainer
     eval_dataset = trainer.eval_dataset
+    logger.info(
+        "loss_type=%s beta=%s lr=%s world_size=%d per_device_batch=%d grad_accum=%d",
+        training_args.loss_type,
+        training_args.beta,
+        training_args.learning_rate,
+        training_args.world_size,
+        training_args.per_device_train_batch_size,
+        training_args.gradient_accumulation_steps,
+    )
 
     ##########
     # Training

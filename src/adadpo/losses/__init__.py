@@ -12,7 +12,7 @@ See docs/losses.md for every formula, hyperparameter default and the AdaDPO bala
 """
 
 from adadpo.losses.functional import preference_loss
-from adadpo.losses.hparams import LOSS_HPARAM_DEFAULTS, validate_loss_hparams
+from adadpo.losses.hparams import LOSS_HPARAM_DEFAULTS, LOSS_HPARAMS, HParam, validate_loss_hparams
 from adadpo.losses.loss import LOSS_SPECS, LOSSES, REFERENCE_FREE_LOSSES, PreferenceLoss, get_loss_spec
 from adadpo.losses.normalizer import AlphaMarginNormalizer
 from adadpo.losses.types import LossOutput, LossSpec, PreferenceInputs
@@ -20,10 +20,12 @@ from adadpo.losses.types import LossOutput, LossSpec, PreferenceInputs
 
 __all__ = [
     "LOSSES",
+    "LOSS_HPARAMS",
     "LOSS_HPARAM_DEFAULTS",
     "LOSS_SPECS",
     "REFERENCE_FREE_LOSSES",
     "AlphaMarginNormalizer",
+    "HParam",
     "LossOutput",
     "LossSpec",
     "PreferenceInputs",

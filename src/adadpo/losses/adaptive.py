@@ -10,6 +10,8 @@ AdaDPO: Self-Adaptive Direct Preference Optimization with Balanced Gradient Upda
 
 from __future__ import annotations
 
+import math
+
 from adadpo.losses.balance import adaptive_coefficient, balance_space
 from adadpo.losses.dpo_family import ipo_terms, log_ratio_terms, rdpo_terms
 from adadpo.losses.pairwise import PairTerms, pair_loss
@@ -186,3 +188,12 @@ def ada_simpo_loss(
         scale=adadpo_scale,
         clip=adadpo_clip,
     )
+
+
+def exp_ratio_identity_beta_w(hparams: dict) -> float | None:
+    """beta_w at step 0 for the losses whose coefficient is beta min(k sg(R_w / R_l) ..., C) (adadpo, ada_rdpo): the
+    ratio balance has R_w = R_l = 1 there, so beta min(k, C). The policy balance reads P_w / P_l, which the policy
+    sets: None."""
+    if hparams["adadpo_balance"] == "policy":
+        return None
+    return hparams["beta"] * min(hparams["adadpo_scale"], hparams["adadpo_clip"] or math.inf)

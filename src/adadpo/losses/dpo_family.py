@@ -109,3 +109,22 @@ def madpo_loss(
     ).detach()
     terms = replace(log_ratio_terms(inputs), pair_weight=weight, extra_metrics={"madpo_weight": weight})
     return pair_loss(inputs, terms, beta_l=beta)
+
+
+# ---- Step 0 (policy == reference): every log-ratio is 0 ---------------------------------------------------------------
+
+
+def dpo_identity_loss(hparams: dict, chosen_lengths: Tensor, rejected_lengths: Tensor) -> Tensor:
+    """-log sigma(0) = ln 2 per pair, whatever beta (and whatever an Ada- variant's beta_w multiplies: 0)."""
+    return torch.full(chosen_lengths.shape, math.log(2.0), dtype=torch.float32, device=chosen_lengths.device)
+
+
+def ipo_identity_loss(hparams: dict, chosen_lengths: Tensor, rejected_lengths: Tensor) -> Tensor:
+    """(0 - 1/(2 beta))^2 = 1/(4 beta^2) per pair."""
+    value = 1 / (4 * hparams["beta"] ** 2)
+    return torch.full(chosen_lengths.shape, value, dtype=torch.float32, device=chosen_lengths.device)
+
+
+def rdpo_identity_loss(hparams: dict, chosen_lengths: Tensor, rejected_lengths: Tensor) -> Tensor:
+    """The length term alone: -log sigma(alpha (|yw| - |yl|))."""
+    return -F.logsigmoid(hparams["rdpo_alpha"] * (chosen_lengths - rejected_lengths).float())

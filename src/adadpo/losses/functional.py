@@ -53,7 +53,7 @@ def preference_loss(
     tensors = {k: v for k, v in tensors_and_hparams.items() if k in TENSOR_ARGUMENTS}
     hparams = {k: v for k, v in tensors_and_hparams.items() if k not in TENSOR_ARGUMENTS}
     loss = PreferenceLoss(name, margin_normalizer=margin_normalizer, **hparams)
-    loss.check_inputs(tensors)
+    inputs = loss.inputs(**tensors)
     if loss.spec.needs_margin_normalizer:
         _check_normalizer(name, margin_normalizer, hparams)
-    return loss(training=update_margin_stats, gather=margin_gather, **tensors)
+    return loss.compute(inputs, training=update_margin_stats, gather=margin_gather)

@@ -21,14 +21,12 @@ from adadpo.losses.hparams import validate_loss_hparams
 from adadpo.losses.inputs import make_inputs
 from adadpo.losses.normalizer import AlphaMarginNormalizer
 from adadpo.losses.specs import ALL_SPECS
-from adadpo.losses.types import LossOutput, LossSpec
+from adadpo.losses.types import LossOutput, LossSpec, PreferenceInputs
 
 
 LOSS_SPECS: dict[str, LossSpec] = {spec.name: spec for spec in sorted(ALL_SPECS, key=lambda s: s.name)}
 LOSSES: tuple[str, ...] = tuple(LOSS_SPECS)
 REFERENCE_FREE_LOSSES: tuple[str, ...] = tuple(n for n, s in LOSS_SPECS.items() if not s.needs_reference)
-# Hyperparameters a loss lists for the config/model card but that configure the normalizer, not the loss function.
-_NORMALIZER_HPARAMS = ("alpha_dpo_momentum",)
 
 
 def get_loss_spec(name: str) -> LossSpec:
@@ -46,7 +44,7 @@ class PreferenceLoss:
     def __init__(self, name: str, *, margin_normalizer: AlphaMarginNormalizer | None = None, **hparams: Any):
         self.spec = get_loss_spec(name)
         resolved = validate_loss_hparams(hparams)
-        self.hparams = {k: resolved[k] for k in self.spec.hparams if k not in _NORMALIZER_HPARAMS}
+        self.hparams = {k: resolved[k] for k in self.spec.hparams if k not in self.spec.state_hparams}
         self.normalizer = None
         if self.spec.needs_margin_normalizer:
             self.normalizer = margin_normalizer or AlphaMarginNormalizer(momentum=resolved["alpha_dpo_momentum"])
@@ -80,19 +78,11 @@ class PreferenceLoss:
         (e.g. reference log-probs for a reference-free loss) is ignored. `training` (update alpha-DPO's statistics)
         and `gather` (collect its margins from every rank first, e.g. `accelerator.gather`) fall back, when None,
         to the normalizer's `update` / `gather` attributes."""
-        self.check_inputs(tensors)
-        if not self.needs_reference:
-            tensors = {**tensors, "ref_chosen_logps": None, "ref_rejected_logps": None}
-        if not self.needs_reward_margin:
-            tensors = {**tensors, "reward_margins": None}
-        inputs = make_inputs(**tensors)
-        kwargs = dict(self.hparams)
-        if self.normalizer is not None:
-            kwargs["normalize"] = partial(self.normalizer.normalize, gather=gather, update=training)
-        return self.spec.fn(inputs, **kwargs)
+        return self.compute(self.inputs(**tensors), training=training, gather=gather)
 
-    def check_inputs(self, tensors: dict) -> None:
-        """What this loss needs beyond the policy's log-probs is there, or a ValueError that says how to provide it."""
+    def inputs(self, **tensors: Tensor | None) -> PreferenceInputs:
+        """The batch, validated once: what this loss needs beyond the policy's log-probs is there (else a ValueError
+        that says how to provide it), shapes and lengths are right, and everything is cast to one float dtype."""
         if self.needs_reference and (
             tensors.get("ref_chosen_logps") is None or tensors.get("ref_rejected_logps") is None
         ):
@@ -107,6 +97,20 @@ class PreferenceLoss:
                 "add a `reward_margin` column to the dataset, or `score_chosen` and `score_rejected` columns from "
                 "which the trainer computes it"
             )
+        if not self.needs_reference:
+            tensors = {**tensors, "ref_chosen_logps": None, "ref_rejected_logps": None}
+        if not self.needs_reward_margin:
+            tensors = {**tensors, "reward_margins": None}
+        return make_inputs(**tensors)
+
+    def compute(
+        self, inputs: PreferenceInputs, *, training: bool | None = None, gather: Callable | None = None
+    ) -> LossOutput:
+        """The loss of a batch `inputs()` validated."""
+        kwargs = dict(self.hparams)
+        if self.normalizer is not None:
+            kwargs["normalize"] = partial(self.normalizer.normalize, gather=gather, update=training)
+        return self.spec.fn(inputs, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep (plain JSON values): alpha-DPO's statistics, else nothing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,15 +44,44 @@ class LossOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+# The per-pair diagnostics every loss returns (`adadpo.losses.pairwise.pair_loss`) that a trainer gathers and logs.
+PAIR_METRICS = ("beta_w", "clipped", "log_grad_balance", "token_grad_balance")
+# Keyword arguments a loss function receives that are not hyperparameters (alpha-DPO's normaliser, bound per call).
+INJECTED_ARGUMENTS = ("normalize",)
+
+
 @dataclass(frozen=True)
 class LossSpec:
-    """A registry entry: the loss function and what the trainer must provide for it."""
+    """A registry entry: the loss function and every fact about the loss that other packages ask.
+
+    needs_reference:      the loss compares the policy with a reference model (loads or precomputes one).
+    needs_reward_margin:  it reads a per-pair reward margin column (MADPO).
+    state_hparams:        hyperparameters of the loss's state rather than its function (alpha-DPO's normaliser).
+    base:                 for an Ada- variant, the loss it balances (plots pair them; docs compare them).
+    identity_loss:        (hparams, chosen_lengths, rejected_lengths) -> the per-pair loss when the policy equals the
+                          reference (step 0), where it has a closed form; checked by preflight.
+    identity_beta_w:      hparams -> beta_w at step 0 where the hyperparameters determine it, else None.
+    log_ratio_rewards:    rewards are beta x log-ratios, so the reward margins are 0 at step 0.
+    logged_metrics:       the per-pair diagnostics of `LossOutput.metrics` a trainer logs.
+    """
 
     name: str
     fn: Callable[..., LossOutput]
     needs_reference: bool
-    hparams: tuple[str, ...]
-    needs_reward_margin: bool = False
-    needs_margin_normalizer: bool = False
     formula: str = ""
     paper: str = ""
+    needs_reward_margin: bool = False
+    needs_margin_normalizer: bool = False
+    state_hparams: tuple[str, ...] = ()
+    base: str | None = None
+    identity_loss: Callable[[dict, Tensor, Tensor], Tensor] | None = None
+    identity_beta_w: Callable[[dict], float | None] | None = None
+    log_ratio_rewards: bool = False
+    logged_metrics: tuple[str, ...] = PAIR_METRICS
+
+    @property
+    def hparams(self) -> tuple[str, ...]:
+        """The hyperparameters this loss reads: its function's keyword arguments, then its state's."""
+        parameters = inspect.signature(self.fn).parameters.values()
+        keywords = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in INJECTED_ARGUMENTS]
+        return (*keywords, *self.state_hparams)

@@ -9,14 +9,15 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from adadpo.losses import LOSS_SPECS
 from adadpo.plotting.runs import loss_linestyles, value_colors
 
 
 def base_loss(loss: str) -> str | None:
-    """The loss an Ada- variant balances: adadpo -> dpo, ada_simpo -> simpo; None for a non-Ada loss."""
-    if loss == "adadpo":
-        return "dpo"
-    return loss.removeprefix("ada_") if loss.startswith("ada_") else None
+    """The loss an Ada- variant balances (adadpo -> dpo, ada_simpo -> simpo; `LossSpec.base`); None for another
+    loss, or a name the registry does not know (a results.csv may hold other methods' rows)."""
+    spec = LOSS_SPECS.get(loss)
+    return spec.base if spec is not None else None
 
 
 def load_results(csv_path: str | Path) -> list[dict[str, Any]]:

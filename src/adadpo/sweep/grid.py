@@ -20,6 +20,7 @@ import yaml
 from adadpo.losses import get_loss_spec
 from adadpo.recipe import config_fields, unknown_key_message
 from adadpo.run_folder import SweepFolder
+from adadpo.user_numbers import to_number
 
 
 # Keys the sweep itself sets in every cell recipe; a grid or `--set` naming them would fight the sweep.
@@ -61,14 +62,8 @@ def normalize_value(key: str, value: Any, field: dataclasses.Field) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"`{key}` must be true or false, got {value!r}.")
         return value
-    if isinstance(value, str):
-        from adadpo.config import number_from_text
-
-        number = number_from_text(key, value)
-        return number if float in kinds else int(number)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"`{key}` must be a number, got {value!r}. Write floats as `5.0e-7`.")
-    return value
+    number = to_number(key, value)  # YAML text like `5e-7` is a number here; other text is refused
+    return number if float in kinds or not isinstance(value, str) else int(number)
 
 
 def validate_and_normalize(

@@ -13,6 +13,7 @@ from trl import ModelConfig, get_peft_config
 from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.data import dataset_names, get_preference_datasets
 from adadpo.losses import LOSS_SPECS
+from adadpo.training.launch_checks import apply_launch
 from adadpo.training.models import get_model, get_tokenizer
 from adadpo.training.trainer import AdaDPOTrainer
 
@@ -35,9 +36,10 @@ def build_trainer(
     hub_pusher=None,
     trainer_cls: type[AdaDPOTrainer] = AdaDPOTrainer,
 ) -> RunSetup:
-    """Tokenizer, policy model, preference splits and the trainer (TRL tokenizes and, if asked, precomputes the
-    reference log-probs inside it). `trainer_cls` lets preflight swap one hook (the reference precompute) and nothing
+    """The launch checks, then tokenizer, policy model, preference splits and the trainer (TRL tokenizes and, if
+    asked, precomputes the reference log-probs inside it). `trainer_cls` lets preflight swap one hook (the reference precompute) and nothing
     else."""
+    apply_launch(training_args)  # processes and devices vs the recipe; gradient accumulation from the global batch
     tokenizer = get_tokenizer(model_args, script_args.chat_template, training_args.trust_remote_code)
     model = get_model(model_args, training_args)
     dataset = get_preference_datasets(

@@ -5,7 +5,7 @@ import os
 
 import torch
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
 from trl import ModelConfig, get_quantization_config
 
 
@@ -24,6 +24,11 @@ def check_model_path(path: str | None) -> None:
             f"Model folder {path!r} does not exist. Fix `model_name_or_path` (a local folder with config.json, or a "
             "Hub id such as `org/name`)."
         )
+
+
+def tokenizer_of(processing_class) -> PreTrainedTokenizerBase:
+    """The tokenizer of a `processing_class`: itself, or the one a processor (multimodal models) wraps."""
+    return processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
 
 
 def get_tokenizer(model_args: ModelConfig, chat_template: str | None = None, trust_remote_code: bool = False):

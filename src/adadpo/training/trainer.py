@@ -20,6 +20,7 @@ from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, DataCollatorForPackedPreference, PreferenceCollator
 from adadpo.training.logps import sequence_logps
 from adadpo.training.model_card import write_model_card
+from adadpo.training.models import tokenizer_of
 from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.packing import check_packed_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
@@ -27,12 +28,6 @@ from adadpo.training.trl_compat import TRLCompatTrainer, disable_gradient_checkp
 
 
 logger = logging.getLogger(__name__)
-LOGGED_LOSS_METRICS = (
-    "beta_w",
-    "clipped",
-    "log_grad_balance",
-    "token_grad_balance",
-)  # gathered every step
 
 
 class AdaDPOTrainer(TRLCompatTrainer):
@@ -63,7 +58,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if args.padding_free:  # checked once, before anything runs
             check_packed_model(model, kwargs.get("peft_config"))
         if kwargs.get("data_collator") is None:
-            tokenizer = kwargs.get("processing_class")
+            tokenizer = tokenizer_of(kwargs.get("processing_class"))
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             collator_cls = DataCollatorForPackedPreference if args.padding_free else PreferenceCollator
             collator_kwargs = {"max_tokens_per_batch": args.max_tokens_per_batch} if args.padding_free else {}
@@ -165,7 +160,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
             "rejected_logps": rejected_logps.detach(),
             "chosen_lengths": policy.lengths.chunk(2)[0].float(),
             "rejected_lengths": policy.lengths.chunk(2)[1].float(),
-            **{k: out.metrics[k].detach().float() for k in LOGGED_LOSS_METRICS if k in out.metrics},
+            **{k: out.metrics[k].detach().float() for k in self.loss_fn.spec.logged_metrics if k in out.metrics},
         }
         if ref_chosen is not None:
             per_pair["ref_chosen_logps"] = ref_chosen.detach().float()
@@ -174,7 +169,9 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if mode == "train" and self._step_at_last_log is None:  # the first micro-batch, resumed or not
             self._step_at_last_log = self.state.global_step
         if mode == "train":
-            self.total_train_tokens += int(gather(policy.num_tokens.reshape(1)).sum().item())
+            # as TRL counts: tensor-parallel ranks hold the same batch, so the gathered count repeats it per rank
+            tokens = int(gather(policy.num_tokens.reshape(1)).sum().item())
+            self.total_train_tokens += tokens // self.tensor_parallel_size
             self.set_logged_metric(mode, "num_tokens", self.total_train_tokens)
 
     def _summarise_pair_metrics(self, mode: str) -> None:

@@ -11,11 +11,15 @@ if an upgrade changes one, and `tests/test_architecture.py` fails if a module ou
 import contextlib
 import os
 
+from accelerate.utils import DeepSpeedPlugin
+from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer import dpo_trainer as trl_dpo
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
+
+from adadpo.training.models import tokenizer_of
 
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "disable_gradient_checkpointing",  # no grad-checkpointing recompute in a no-grad reference forward
     "fused_log_probs",
     "get_attention_implementation",
+    "refresh_deepspeed_config",
     "use_adapter",  # PEFT: the reference is the policy with its adapter off (or TRL's frozen `ref` adapter on)
 ]
 
@@ -113,7 +118,7 @@ class TRLCompatTrainer(DPOTrainer):
         # TRL 1.16: called once per split in `__init__`; extracts implicit prompts, tokenizes into
         # prompt_ids/chosen_ids/rejected_ids and drops rows whose prompt fills `max_length`.
         tokenized = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)  # a processor wraps its tokenizer
+        tokenizer = tokenizer_of(processing_class)
         return self.check_tokenized_dataset(dataset, tokenized, dataset_name, tokenizer, args)
 
     def _set_signature_columns_if_needed(self):
@@ -151,6 +156,11 @@ class TRLCompatTrainer(DPOTrainer):
     @total_train_tokens.setter
     def total_train_tokens(self, value: int) -> None:
         self._total_train_tokens = value
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        # TRL 1.16: `_tp_size`, the tensor-parallel group size it divides gathered token counts by (1 without TP).
+        return self._tp_size
 
     # ---- transformers: Trainer private methods -----------------------------------------------------------------
 
@@ -230,3 +240,18 @@ def attention_implementation(model, name: str):
         yield
     finally:
         config._attn_implementation = original
+
+
+# ---- transformers: a DeepSpeed config given in the training arguments ------------------------------------------------
+
+
+def refresh_deepspeed_config(args) -> None:
+    """After a change to `args` (our derived `gradient_accumulation_steps`), rebuild the DeepSpeed config that
+    transformers' `TrainingArguments.__post_init__` filled from `args` when the recipe sets `deepspeed:` (its "auto"
+    entries are filled once; `Trainer` would then see a mismatch). Launches through an accelerate DeepSpeed config
+    have no such copy: `Trainer.__init__` fills theirs from `args`, so nothing is done."""
+    if not getattr(args, "deepspeed", None):
+        return
+    args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(args.deepspeed)
+    args.hf_deepspeed_config.trainer_config_process(args)
+    args.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=args.hf_deepspeed_config)

@@ -1,6 +1,25 @@
 """Launch checks: what `accelerate launch` started must match what the recipe asks for (one process group, the
-backend that honours the config, the paper's global batch). `AdaDPOConfig.__post_init__` runs them, so a wrong
-launch fails before a model is loaded or a file is written."""
+backend that honours the config, the paper's global batch). `apply_launch` runs them where a run is built
+(`adadpo.training.build.build_trainer`, so `scripts/run_adadpo.py` and `scripts/preflight.py` alike), before a model is
+loaded or a file is written; building a config does not read the launch environment."""
+
+import os
+
+from adadpo.training.trl_compat import refresh_deepspeed_config
+
+
+def apply_launch(training_args, environ=None) -> None:
+    """Check the launch against the recipe and derive `gradient_accumulation_steps` from `global_batch_size`."""
+    environ = os.environ if environ is None else environ
+    check_process_group(int(environ.get("WORLD_SIZE", "1")), training_args.world_size)
+    check_fsdp_launch(environ, training_args.distributed_state.distributed_type.value)
+    if training_args.global_batch_size is not None:
+        accumulation = derive_gradient_accumulation(
+            training_args.global_batch_size, training_args.world_size, training_args.per_device_train_batch_size
+        )
+        if accumulation != training_args.gradient_accumulation_steps:
+            training_args.gradient_accumulation_steps = accumulation
+            refresh_deepspeed_config(training_args)
 
 
 def check_process_group(launched: int, world_size: int) -> None:
