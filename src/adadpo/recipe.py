@@ -1,10 +1,12 @@
-"""Command-line parsing for `run_adadpo.py` (recipe + overrides, with hints for renamed keys) and run-folder I/O."""
+"""The recipe: parsing `--config recipe.yaml` plus `--key=value` overrides (every key checked, renamed keys with a
+hint), `--help` listing every key by what it controls, and the resolved recipe saved with a run."""
 
 import dataclasses
 import difflib
 import enum
 import functools
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -12,6 +14,7 @@ from trl import ModelConfig, TrlParser
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.files import write_text_atomic
+from adadpo.losses import LOSS_HPARAMS
 from adadpo.run_folder import RunFolder
 
 
@@ -59,11 +62,72 @@ def check_recipe_keys(recipe: dict, source: str) -> None:
         )
 
 
-def parse_args(argv: list[str] | None = None):
-    """`--config recipe.yaml` plus `--key=value` overrides into (ScriptArguments, AdaDPOConfig, ModelConfig)."""
-    import sys
+def _negated_flag(key: str) -> str | None:
+    """`no_X` -> `X` where `X` is a bool field that defaults to true (HfArgumentParser adds `--no_X` for exactly
+    those); None otherwise."""
+    field = config_fields().get(key.removeprefix("no_")) if key.startswith("no_") else None
+    return field.name if field is not None and field.type in (bool, "bool") and field.default is True else None
 
+
+def command_line_keys(argv: list[str]) -> list[str]:
+    """The recipe keys `--key[=value]` arguments name (`--no_X` names `X`); `--config` is not one."""
+    keys = [arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--") and arg.split("=", 1)[0] != "--config"]
+    return [_negated_flag(key) or key for key in keys]
+
+
+# --help: every key, grouped by what it controls.
+HELP_GROUPS = ("model", "data", "loss", "training", "Hub")
+
+
+def help_group(name: str) -> str:
+    if name in {f.name for f in dataclasses.fields(ModelConfig)}:
+        return "model"
+    if name in {f.name for f in dataclasses.fields(ScriptArguments)}:
+        return "data"
+    if name == "loss_type" or name in LOSS_HPARAMS:
+        return "loss"
+    if name.startswith("hub_") or name == "push_to_hub":
+        return "Hub"
+    return "training"
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.default_factory is not dataclasses.MISSING:
+        return repr(field.default_factory())
+    return repr(field.default.value if isinstance(field.default, enum.Enum) else field.default)
+
+
+def recipe_help(script: str = "scripts/run_adadpo.py") -> str:
+    """What `--help` prints: how to pass a recipe, then every key by group with its default and help text."""
+    lines = [
+        f"usage: accelerate launch [--config_file CONFIG] {script} --config RECIPE.yaml [--key=value ...]",
+        "",
+        "Every key below can be written in the recipe (`key: value`) or on the command line (`--key=value`, which",
+        "wins over the recipe). A boolean key that defaults to true is switched off with `--no_<key>`.",
+    ]
+    by_group = {group: [] for group in HELP_GROUPS}
+    for name, field in config_fields().items():
+        if field.init and not name.startswith("_"):
+            by_group[help_group(name)].append(field)
+    for group, fields in by_group.items():
+        lines += ["", f"{group} ({len(fields)} keys)"]
+        for field in fields:
+            lines.append(f"  --{field.name}  (default: {_default_text(field)})")
+            text = " ".join(str(field.metadata.get("help", "")).split())
+            if field.metadata.get("choices"):
+                text += f" Choices: {', '.join(map(str, field.metadata['choices']))}."
+            if text:
+                lines.append(f"      {text}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None):
+    """`--config recipe.yaml` plus `--key=value` overrides into (ScriptArguments, AdaDPOConfig, ModelConfig);
+    `--help` prints every key and exits."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(recipe_help())
+        raise SystemExit(0)
     if "--config" in argv:
         path = argv[argv.index("--config") + 1]
         if not os.path.isfile(path):
@@ -73,8 +137,7 @@ def parse_args(argv: list[str] | None = None):
         if not isinstance(recipe, dict):
             raise ValueError(f"Recipe {path} must be a YAML mapping of config keys.")
         check_recipe_keys(recipe, path)
-    cli_keys = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config"]
-    check_recipe_keys({key: None for key in cli_keys}, "the command line")
+    check_recipe_keys({key: None for key in command_line_keys(argv)}, "the command line")
     return TrlParser(CONFIG_CLASSES).parse_args_and_config(argv)
 
 

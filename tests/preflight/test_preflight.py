@@ -5,10 +5,14 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from adadpo.cli import preflight as preflight_cli
+from adadpo.losses import PreferenceLoss
+from adadpo.preflight.identity import check_identity
+from adadpo.preflight.report import Report
 from adadpo.testing import CHATML_TEMPLATE, save_tiny_model
 from tests.helpers.runs import REPO_ROOT, tiny_run_args
 
@@ -33,11 +37,23 @@ def failed(rows):
     return {name: row for name, row in rows.items() if row["status"] == "FAIL"}
 
 
-@pytest.mark.parametrize("overrides", [{}, {"padding_free": True}, {"loss_type": "ipo"}, {"loss_type": "simpo"}],
-                         ids=["padded-adadpo", "packed-sdpa", "ipo", "simpo"])  # fmt: skip
+GOOD_RECIPES = {
+    "padded-adadpo": {},
+    "packed-sdpa": {"padding_free": True},
+    "ipo": {"loss_type": "ipo"},
+    "simpo": {"loss_type": "simpo"},
+    # beta_w depends on the policy's P_w / P_l under the policy balance: no step-0 beta_w row (was a false FAIL)
+    "adadpo-policy-balance": {"adadpo_balance": "policy"},
+    "ada_rdpo-policy-balance": {"loss_type": "ada_rdpo", "adadpo_balance": "policy"},
+}
+
+
+@pytest.mark.parametrize("overrides", list(GOOD_RECIPES.values()), ids=list(GOOD_RECIPES))
 def test_passes_on_good_recipes(preflight, tiny_model_dir, pref_jsonl, tmp_path, overrides):
     code, rows, report = run(preflight, tmp_path, tiny_model_dir, pref_jsonl, **overrides)
     assert code == 0 and report["status"] == "PASS", failed(rows)
+    fixed_beta_w = overrides.get("loss_type", "adadpo") in ("adadpo", "ada_rdpo") and "adadpo_balance" not in overrides
+    assert ("beta_w == beta min(k, C)" in rows) == fixed_beta_w
     assert rows["weights restored after the steps"]["status"] == "PASS"
     if overrides.get("padding_free"):
         assert rows["negative control (positions not restarted) differs"]["status"] == "PASS"
@@ -151,3 +167,13 @@ def test_every_training_recipe_parses_through_preflight(preflight, recipe, tmp_p
     assert options == {"report": "x.json", "sample_rows": 256, "batches": 3}
     script_args, training_args, model_args = preflight.parse_args(rest)
     assert model_args.model_name_or_path and training_args.loss_type
+
+
+def test_identity_with_no_batch_is_a_fail_row_not_a_crash():
+    """An empty train split gives the identity check no micro-batch: one FAIL row naming the data, no exception."""
+    trainer = SimpleNamespace(loss_fn=PreferenceLoss("adadpo"))
+    report = Report()
+    details = check_identity(report, trainer, [], reference=None, fix_reference="")
+    (row,) = report.checks
+    assert row.status == "FAIL" and "no micro-batch" in row.value and "dataset_name" in row.fix
+    assert details["losses"].numel() == 0 and report.exit_code() == 1

@@ -17,6 +17,8 @@ from trl.trainer import dpo_trainer as trl_dpo
 
 from adadpo.config import AdaDPOConfig
 from adadpo.training import trl_compat
+from adadpo.training.collators import preference_collator
+from adadpo.training.models import tokenizer_of
 from adadpo.training.trainer import AdaDPOTrainer
 from tests.helpers.runs import preference_rows_with_margin
 
@@ -107,3 +109,43 @@ def test_swapping_a_missing_trl_function_is_refused_by_name():
 def test_private_methods_we_override_are_still_called_where_we_rely_on_it(owner, method, caller):
     assert hasattr(owner, method), f"{owner.__name__}.{method} is gone"
     assert f"self.{method}(" in inspect.getsource(caller), f"{caller.__qualname__} no longer calls {method}"
+
+
+def test_num_tokens_counts_a_tensor_parallel_group_once(tiny_model_dir, tmp_path):
+    """Tensor-parallel ranks hold the same batch, so the token count gathered over processes repeats it once per rank
+    of the group; TRL divides by its `_tp_size`, and so must we (the `num_tokens` metric and its checkpointed total)."""
+    counts = {}
+    for tp_size in (1, 2):
+        trainer = build(tiny_model_dir, tmp_path / f"tp{tp_size}", loss_type="dpo")
+        trainer.args.max_steps = 2
+        trainer._tp_size = tp_size  # what TRL reads from `accelerator.parallelism_config.tp_size`
+        trainer.train()
+        counts[tp_size] = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    assert counts[1][0] > 0 and len(counts[1]) == len(counts[2]) == 2
+    per_step_1 = [counts[1][0], counts[1][1] - counts[1][0]]
+    per_step_2 = [counts[2][0], counts[2][1] - counts[2][0]]
+    assert per_step_2 == [n // 2 for n in per_step_1]
+
+
+def test_trl_keeps_the_tensor_parallel_size_it_divides_token_counts_by():
+    source = inspect.getsource(DPOTrainer)
+    assert "self._tp_size = self.accelerator.parallelism_config.tp_size" in source
+    assert "// self._tp_size" in source
+
+
+def test_the_collator_pads_with_the_tokenizer_inside_a_processor(tiny_model_dir, tmp_path):
+    """A multimodal model's `processing_class` is a processor wrapping its tokenizer: the pad id comes from that
+    tokenizer (reading `pad_token_id` off the processor raised AttributeError)."""
+    from transformers import ProcessorMixin
+
+    class TextProcessor(ProcessorMixin):
+        attributes = ["tokenizer"]
+        tokenizer_class = "AutoTokenizer"
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    processor = TextProcessor(tokenizer)
+    args = AdaDPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=32)
+    assert not hasattr(processor, "pad_token_id")
+    assert preference_collator(args, tokenizer_of(processor)).pad_token_id == tokenizer.pad_token_id
+    args.padding_free = True
+    assert preference_collator(args, tokenizer_of(processor)).pad_token_id == tokenizer.pad_token_id

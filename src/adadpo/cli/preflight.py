@@ -16,7 +16,7 @@ from accelerate import PartialState
 
 from adadpo.preflight.report import write_json
 from adadpo.preflight.runner import run_preflight
-from adadpo.recipe import parse_args
+from adadpo.recipe import parse_args, recipe_help
 
 
 OPTIONS = {"--report": None, "--sample_rows": 256, "--batches": 2}
@@ -40,6 +40,9 @@ def split_options(argv: list[str]) -> tuple[dict, list[str]]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip(), "", recipe_help("scripts/preflight.py"), sep="\n")
+        return 0
     options, recipe_argv = split_options(argv)
     script_args, training_args, model_args = parse_args(recipe_argv)
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.WARNING)

@@ -131,3 +131,13 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
             "num_pairs": len(examples),
         }
         return batch | pair_columns(examples)
+
+
+def preference_collator(args, tokenizer) -> PreferenceCollator | DataCollatorForPackedPreference:
+    """The collator a run uses: packed rows with `padding_free`, else TRL's padded batches with our pair columns;
+    both truncate to `max_length` with `truncation_mode` and pad with the tokenizer's pad token (else EOS)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    common = {"pad_token_id": pad_id, "max_length": args.max_length, "truncation_mode": args.truncation_mode}
+    if args.padding_free:
+        return DataCollatorForPackedPreference(**common, max_tokens_per_batch=args.max_tokens_per_batch)
+    return PreferenceCollator(**common)

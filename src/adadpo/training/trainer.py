@@ -17,7 +17,7 @@ from adadpo.config import AdaDPOConfig
 from adadpo.data_checks import check_tokenized
 from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
-from adadpo.training.collators import PAIR_COLUMNS, DataCollatorForPackedPreference, PreferenceCollator
+from adadpo.training.collators import PAIR_COLUMNS, preference_collator
 from adadpo.training.logps import sequence_logps
 from adadpo.training.model_card import write_model_card
 from adadpo.training.models import tokenizer_of
@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 
 
 class AdaDPOTrainer(TRLCompatTrainer):
-    _tag_names = ["trl", "adadpo"]
-    _name = "AdaDPO"
-
     def __init__(
         self,
         model,
@@ -58,16 +55,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if args.padding_free:  # checked once, before anything runs
             check_packed_model(model, kwargs.get("peft_config"))
         if kwargs.get("data_collator") is None:
-            tokenizer = tokenizer_of(kwargs.get("processing_class"))
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            collator_cls = DataCollatorForPackedPreference if args.padding_free else PreferenceCollator
-            collator_kwargs = {"max_tokens_per_batch": args.max_tokens_per_batch} if args.padding_free else {}
-            kwargs["data_collator"] = collator_cls(
-                pad_token_id=pad_id,
-                max_length=args.max_length,
-                truncation_mode=args.truncation_mode,
-                **collator_kwargs,
-            )
+            kwargs["data_collator"] = preference_collator(args, tokenizer_of(kwargs.get("processing_class")))
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
         self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log

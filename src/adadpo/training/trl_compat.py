@@ -56,6 +56,10 @@ def _replaced(module, name: str, replacement):
 class TRLCompatTrainer(DPOTrainer):
     """`DPOTrainer` with its private methods routed to public hooks and its init toggles explicit."""
 
+    # TRL 1.16: `DPOTrainer.__init__` adds `_tag_names` to the model's Hub tags; `_name` names the method in its logs.
+    _tag_names = ["trl", "adadpo"]
+    _name = "AdaDPO"
+
     # ---- Hooks for subclasses ------------------------------------------------------------------------------------
 
     def compute_preference_loss(self, model, inputs, return_outputs: bool):

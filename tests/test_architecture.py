@@ -1,0 +1,111 @@
+"""The coupling rules of docs/architecture.md, checked on the source: TRL's private modules and the private attributes
+of TRL / transformers objects are reached from `adadpo/training/trl_compat.py` alone (the seam, pinned and tested in
+tests/training/test_trl_compat.py), and the packages import one way."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from trl import DPOTrainer
+
+from tests.helpers.runs import REPO_ROOT
+
+
+SEAM = REPO_ROOT / "src" / "adadpo" / "training" / "trl_compat.py"
+PRIVATE_MODULES = ("trl.trainer", "trl.models")
+# Private names of TRL's DPOTrainer and everything it inherits (transformers' Trainer): overriding or touching one is
+# the seam's job.
+TRL_PRIVATE = {name for name in dir(DPOTrainer) if name.startswith("_") and not name.startswith("__")}
+
+
+def checked_files() -> list[Path]:
+    files = [
+        *(REPO_ROOT / "src").rglob("*.py"),
+        *(REPO_ROOT / "scripts").glob("*.py"),
+        *(REPO_ROOT / "bench").glob("*.py"),
+    ]
+    return sorted(f for f in files if f != SEAM)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def own_private_names(tree: ast.AST) -> set[str]:
+    """Private names this file defines itself: `def _x`, `self._x = ...`, module-level `_x = ...`."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _private(node.name):
+            names.add(node.name)
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Attribute) and isinstance(leaf.value, ast.Name) and leaf.value.id == "self":
+                    names.add(leaf.attr)
+                elif isinstance(leaf, ast.Name) and _private(leaf.id):
+                    names.add(leaf.id)
+    return {name for name in names if _private(name)}
+
+
+def violations(path: Path) -> list[str]:
+    return violations_in(path.read_text(), str(path.relative_to(REPO_ROOT)))
+
+
+def violations_in(source: str, where: str) -> list[str]:
+    tree = ast.parse(source, filename=where)
+    own = own_private_names(tree) - TRL_PRIVATE
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith(PRIVATE_MODULES):
+                found.append(f"{where}:{node.lineno} imports from {node.module}")
+            if node.module.split(".")[0] in ("trl", "transformers"):
+                found += [f"{where}:{node.lineno} imports {a.name}" for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.Import):
+            found += [
+                f"{where}:{node.lineno} imports {a.name}" for a in node.names if a.name.startswith(PRIVATE_MODULES)
+            ]
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.ctx, ast.Load | ast.Store):
+            is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+            if not is_self or node.attr not in own:
+                found.append(f"{where}:{node.lineno} touches .{node.attr}")
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                names = [item.name] if isinstance(item, ast.FunctionDef) else [
+                    t.id for t in getattr(item, "targets", []) if isinstance(t, ast.Name)]  # fmt: skip
+                found += [f"{where}:{item.lineno} overrides {n}" for n in names if n in TRL_PRIVATE]
+    return found
+
+
+def test_only_the_seam_reaches_into_trl_and_transformers():
+    assert TRL_PRIVATE >= {"_compute_loss", "_save_checkpoint", "_prepare_dataset", "_tag_names"}
+    found = [line for path in checked_files() for line in violations(path)]
+    assert found == [], (
+        "move these into adadpo/training/trl_compat.py (one seam, commented and tested):\n" + "\n".join(found)
+    )
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from trl.trainer.utils import use_adapter\n", "imports from trl.trainer.utils"),
+        ("import trl.models.utils\n", "imports trl.models.utils"),
+        ("def f(model):\n    return model.config._attn_implementation\n", "touches ._attn_implementation"),
+        ("class T:\n    def f(self):\n        return self._metrics\n", "touches ._metrics"),
+        ("class T(DPOTrainer):\n    _tag_names = ['x']\n", "overrides _tag_names"),
+        ("class T(DPOTrainer):\n    def _compute_loss(self, *a):\n        pass\n", "overrides _compute_loss"),
+        ("from transformers.trainer import _is_peft_model\n", "imports _is_peft_model"),
+    ],
+)
+def test_the_rule_catches_each_kind_of_reach(source, expected):
+    found = violations_in(source, "probe.py")
+    assert any(expected in line for line in found), found
+
+
+def test_own_private_state_is_allowed():
+    source = (
+        "class T:\n    def __init__(self):\n        self._buffer = []\n    def f(self):\n        return self._buffer\n"
+    )
+    assert own_private_names(ast.parse(source)) == {"_buffer"}
