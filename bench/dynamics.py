@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from adadpo.files import write_jsonl_atomic
+
 
 # Other jobs may share the cores: OpenMP threads that spin while waiting slow everyone down (set before torch loads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -285,9 +287,7 @@ def main(argv=None) -> dict:
             pairs = single_turn_pairs(
                 args.hh_rlhf, tokenizer, size["max_tokens"], size["train_pairs"] + size["eval_pairs"], seed=0
             )
-            tmp = data.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-            tmp.replace(data)
+            write_jsonl_atomic(data, pairs)
 
     runs, seconds = {}, {}
     for beta in BETAS:

@@ -24,7 +24,7 @@ from length_mix import make_length_mix_rows
 from throughput_harness import BASELINE, METHODS, spawn_worker
 from throughput_report import machine_description, markdown_table, summarize, timestamp, write_json
 
-from adadpo.testing import write_jsonl
+from adadpo.files import write_jsonl_atomic
 
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -98,7 +98,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     work_dir = tempfile.mkdtemp(prefix="adadpo-gpu-bench-")
     data_path = os.path.join(work_dir, "pairs.jsonl")
-    write_jsonl(make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed), data_path)
+    write_jsonl_atomic(data_path, make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed))
     base_spec = {
         "model_dir": os.path.abspath(args.model_dir),
         "data_path": data_path,

@@ -22,7 +22,7 @@ from length_mix import describe_lengths, make_length_mix_rows
 from throughput_harness import BASELINE, METHODS, spawn_worker
 from throughput_report import machine_description, markdown_table, same_batches, summarize, timestamp, write_json
 
-from adadpo.testing import write_jsonl
+from adadpo.files import write_jsonl_atomic
 
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -97,7 +97,7 @@ def main(argv=None):
     rows = make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed)
     work_dir = tempfile.mkdtemp(prefix="adadpo-bench-")
     data_path = os.path.join(work_dir, "pairs.jsonl")
-    write_jsonl(rows, data_path)
+    write_jsonl_atomic(data_path, rows)
     base_spec = {
         "model_dir": os.path.abspath(args.model_dir),
         "data_path": data_path,

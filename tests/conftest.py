@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from adadpo.testing import save_tiny_model, write_jsonl
+from adadpo.files import write_jsonl_atomic
+from adadpo.testing import save_tiny_model
 from tests.helpers.runs import preference_rows_with_margin
 
 
@@ -21,7 +22,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pref_jsonl(tmp_path_factory) -> Path:
-    return write_jsonl(preference_rows_with_margin(32), tmp_path_factory.mktemp("data") / "prefs.jsonl")
+    return write_jsonl_atomic(tmp_path_factory.mktemp("data") / "prefs.jsonl", preference_rows_with_margin(32))
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import datasets
 import pytest
 
 from adadpo.data import get_preference_datasets, load_raw_datasets
-from adadpo.testing import build_tiny_tokenizer, make_preference_rows, write_jsonl
+from adadpo.files import write_jsonl_atomic
+from adadpo.testing import build_tiny_tokenizer, make_preference_rows
 
 
 def script_args(**overrides):
@@ -37,7 +38,7 @@ def test_local_formats_load(tmp_path, suffix):
     ds = datasets.Dataset.from_list(rows)
     path = tmp_path / f"data{suffix if suffix != 'disk' else ''}"
     if suffix == ".jsonl":
-        write_jsonl(rows, path)
+        write_jsonl_atomic(path, rows)
     elif suffix == ".json":
         ds.to_json(str(path), lines=False)
     elif suffix == ".parquet":
@@ -52,8 +53,8 @@ def test_local_formats_load(tmp_path, suffix):
 
 def test_mixture_weights_split_and_column_mapping(tmp_path, rows):
     renamed = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in rows]
-    a = write_jsonl(renamed, tmp_path / "a.jsonl")
-    b = write_jsonl(renamed[:10], tmp_path / "b.jsonl")
+    a = write_jsonl_atomic(tmp_path / "a.jsonl", renamed)
+    b = write_jsonl_atomic(tmp_path / "b.jsonl", renamed[:10])
     args = script_args(
         dataset_mixture={"datasets": [{"path": str(a), "weight": 0.5}, {"path": str(b)}], "test_split_size": 4},
         column_mapping={"question": "prompt", "good": "chosen", "bad": "rejected"},
@@ -64,7 +65,7 @@ def test_mixture_weights_split_and_column_mapping(tmp_path, rows):
 
 
 def test_split_seed_is_the_run_seed_unless_the_mixture_names_its_own(tmp_path, rows):
-    path = str(write_jsonl(rows, tmp_path / "a.jsonl"))
+    path = str(write_jsonl_atomic(tmp_path / "a.jsonl", rows))
 
     def held_out(seed, mixture_seed=None):
         mixture = {"datasets": [{"path": path}], "test_split_size": 5}
@@ -81,7 +82,7 @@ def test_split_seed_is_the_run_seed_unless_the_mixture_names_its_own(tmp_path, r
 
 
 def test_missing_columns_name_what_was_found(tmp_path):
-    path = write_jsonl([{"prompt": "q", "text_chosen": "a", "text_rejected": "b"}], tmp_path / "d.jsonl")
+    path = write_jsonl_atomic(tmp_path / "d.jsonl", [{"prompt": "q", "text_chosen": "a", "text_rejected": "b"}])
     with pytest.raises(ValueError, match=r"no \['chosen', 'rejected'\].*text_chosen.*column_mapping"):
         get_preference_datasets(script_args(dataset_name=str(path)))
 
@@ -95,7 +96,7 @@ def test_empty_and_identical_pairs_dropped_with_threshold(tmp_path, rows, caplog
     bad = [dict(r) for r in rows[:4]]
     bad[0]["chosen"] = [{"role": "assistant", "content": "   "}]
     bad[1]["rejected"] = bad[1]["chosen"]
-    path = write_jsonl(bad + rows[4:], tmp_path / "d.jsonl")
+    path = write_jsonl_atomic(tmp_path / "d.jsonl", bad + rows[4:])
     out = get_preference_datasets(script_args(dataset_name=str(path)))
     assert len(out["train"]) == 18
     assert "dropped 2 of 20 rows" in caplog.text
@@ -105,7 +106,7 @@ def test_empty_and_identical_pairs_dropped_with_threshold(tmp_path, rows, caplog
 
 def test_all_rows_dropped_is_an_error(tmp_path, rows):
     same = [{**r, "rejected": r["chosen"]} for r in rows]
-    path = write_jsonl(same, tmp_path / "d.jsonl")
+    path = write_jsonl_atomic(tmp_path / "d.jsonl", same)
     with pytest.raises(ValueError, match="empty after dropping 20 rows"):
         get_preference_datasets(script_args(dataset_name=str(path), max_drop_fraction=1.0))
 
@@ -127,7 +128,7 @@ def test_empty_dataset_is_an_error(tmp_path):
 )
 def test_conversational_roles_checked(tmp_path, rows, mutate, message):
     mutate(rows[3])
-    path = write_jsonl(rows, tmp_path / "d.jsonl")
+    path = write_jsonl_atomic(tmp_path / "d.jsonl", rows)
     with pytest.raises(ValueError, match=message) as error:
         get_preference_datasets(script_args(dataset_name=str(path)))
     assert "row 3" in str(error.value)
@@ -135,7 +136,7 @@ def test_conversational_roles_checked(tmp_path, rows, mutate, message):
 
 def test_implicit_prompt_is_extracted(tmp_path):
     rows = make_preference_rows(6, implicit_prompt=True)
-    path = write_jsonl(rows, tmp_path / "hh.jsonl")
+    path = write_jsonl_atomic(tmp_path / "hh.jsonl", rows)
     out = get_preference_datasets(script_args(dataset_name=str(path)))["train"]
     assert out[0]["prompt"][0]["role"] == "user"
     assert out[0]["chosen"] == [rows[0]["chosen"][-1]]
@@ -144,7 +145,7 @@ def test_implicit_prompt_is_extracted(tmp_path):
 def test_conversational_data_needs_a_chat_template(tmp_path, rows):
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = None
-    path = write_jsonl(rows, tmp_path / "d.jsonl")
+    path = write_jsonl_atomic(tmp_path / "d.jsonl", rows)
     with pytest.raises(ValueError, match="Set `chat_template` in the recipe"):
         get_preference_datasets(script_args(dataset_name=str(path)), tokenizer)
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from adadpo.data import get_preference_datasets
-from adadpo.testing import CHATML_TEMPLATE, make_preference_rows, write_jsonl
+from adadpo.files import write_jsonl_atomic
+from adadpo.testing import CHATML_TEMPLATE, make_preference_rows
 from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
 
 
@@ -32,15 +33,15 @@ def rows_with_long_prompts(n_rows: int, n_long: int):
 def _wrong_roles(path):
     rows = preference_rows_with_margin(16)
     rows[7]["chosen"][0]["role"] = "user"
-    return write_jsonl(rows, path)
+    return write_jsonl_atomic(path, rows)
 
 
 def _missing_columns(path):
-    return write_jsonl([{"prompt": "q", "good": "a", "bad": "b"}] * 4, path)
+    return write_jsonl_atomic(path, [{"prompt": "q", "good": "a", "bad": "b"}] * 4)
 
 
 def _long_prompts(path):
-    return write_jsonl(rows_with_long_prompts(32, n_long=20), path)
+    return write_jsonl_atomic(path, rows_with_long_prompts(32, n_long=20))
 
 
 def _unknown_key_recipe(path):
@@ -101,7 +102,7 @@ def test_tokenizer_without_chat_template_names_the_recipe_key(run_adadpo, tiny_m
 
 
 def test_prompts_longer_than_max_length_are_dropped_with_a_count(run_adadpo, tiny_model_dir, tmp_path, caplog):
-    data = write_jsonl(rows_with_long_prompts(32, n_long=4), tmp_path / "data.jsonl")
+    data = write_jsonl_atomic(tmp_path / "data.jsonl", rows_with_long_prompts(32, n_long=4))
     argv = tiny_run_args(tiny_model_dir, data, tmp_path / "out", loss_type="simpo", max_steps=1, max_length=64)
     trainer = train(run_adadpo, argv)
     assert "dropped 4 of 32 rows (prompt of >= max_length=64 tokens)" in caplog.text
@@ -124,12 +125,12 @@ def _data_args(path, **overrides):
 def test_degenerate_rows_are_dropped_with_a_count_not_a_crash(tmp_path, caplog):
     implicit = make_preference_rows(6, implicit_prompt=True, conversational=False)
     implicit[0] = {"chosen": "", "rejected": "Q: why? A: no."}  # TRL's extract_prompt fails on an empty side
-    out = get_preference_datasets(_data_args(write_jsonl(implicit, tmp_path / "implicit.jsonl")))
+    out = get_preference_datasets(_data_args(write_jsonl_atomic(tmp_path / "implicit.jsonl", implicit)))
     assert len(out["train"]) == 5
 
     chat = make_preference_rows(6)
     chat[2]["prompt"] = []  # TRL's is_conversational indexes [0] of an empty list
-    out = get_preference_datasets(_data_args(write_jsonl(chat, tmp_path / "chat.jsonl")))
+    out = get_preference_datasets(_data_args(write_jsonl_atomic(tmp_path / "chat.jsonl", chat)))
     assert len(out["train"]) == 5
     assert "dropped 1 of 6 rows (empty or identical completions, or an empty prompt message list)" in caplog.text
 
@@ -149,4 +150,4 @@ def test_degenerate_rows_are_dropped_with_a_count_not_a_crash(tmp_path, caplog):
 )  # fmt: skip
 def test_malformed_rows_get_our_error_naming_the_row(tmp_path, rows, pattern):
     with pytest.raises(ValueError, match=pattern):
-        get_preference_datasets(_data_args(write_jsonl(rows, tmp_path / "data.jsonl")))
+        get_preference_datasets(_data_args(write_jsonl_atomic(tmp_path / "data.jsonl", rows)))

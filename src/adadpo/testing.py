@@ -1,7 +1,6 @@
 """Tiny, offline stand-ins for tests, benchmarks and docs: a tokenizer trained with `tokenizers`, a random causal LM
 built from a config, and synthetic preference rows. Nothing here downloads anything."""
 
-import json
 import random
 from pathlib import Path
 
@@ -125,12 +124,3 @@ def make_preference_rows(n: int, seed: int = 0, conversational: bool = True, imp
         else:
             rows.append({"prompt": f"Q: {prompt} A:", "chosen": " " + chosen, "rejected": " " + rejected})
     return rows
-
-
-def write_jsonl(rows, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    return path

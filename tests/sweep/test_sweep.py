@@ -256,15 +256,16 @@ def test_slurm_writes_a_valid_array_script(tmp_path, recipe):
 @pytest.mark.slow
 def test_real_2x2_sweep_shares_one_reference_pass_and_plots(tmp_path, monkeypatch):
     """The real thing: accelerate launch + scripts/run_adadpo.py on the tiny model, lr x loss_type (dpo, adadpo)."""
+    from adadpo.files import write_jsonl_atomic
     from adadpo.plotting.runs import load_run, plot_training_dynamics
     from adadpo.sweep.runs import run_streaming
-    from adadpo.testing import make_preference_rows, save_tiny_model, write_jsonl
+    from adadpo.testing import make_preference_rows, save_tiny_model
 
     for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         monkeypatch.setenv(key, value)
     recipe = {
         "model_name_or_path": str(save_tiny_model(tmp_path / "model")),
-        "dataset_name": str(write_jsonl(make_preference_rows(16, seed=0), tmp_path / "prefs.jsonl")),
+        "dataset_name": str(write_jsonl_atomic(tmp_path / "prefs.jsonl", make_preference_rows(16, seed=0))),
         "test_split_size": 0.25,
         "eval_strategy": "steps",
         "eval_steps": 1,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from adadpo.files import write_jsonl_atomic
 from adadpo.losses import LOSS_SPECS, LOSSES
 from adadpo.run_folder import RESOLVED_CONFIG
-from adadpo.testing import write_jsonl
 from adadpo.training.trainer import AdaDPOTrainer
 from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
 
@@ -126,6 +126,6 @@ def test_trainer_requires_adadpo_config(tiny_model_dir):
 def test_generated_dataset_path_plain_text(run_adadpo, tiny_model_dir, tmp_path):
     from adadpo.testing import make_preference_rows
 
-    path = write_jsonl(make_preference_rows(12, conversational=False), tmp_path / "plain.jsonl")
+    path = write_jsonl_atomic(tmp_path / "plain.jsonl", make_preference_rows(12, conversational=False))
     trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, path, tmp_path / "out", loss_type="simpo", max_steps=1))
     assert len(trainer.train_dataset) == 12

@@ -26,11 +26,10 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
-from adadpo.evaluation.ifeval import IFEVAL_HUB_ID, METRICS, prompt_scores, score_ifeval, unscorable
-from adadpo.evaluation.prompts import load_prompts
+from adadpo.evaluation.arguments import GenerationArguments
+from adadpo.evaluation.ifeval import METRICS, prompt_scores, score_ifeval, unscorable
 from adadpo.evaluation.stats import pairwise_win_rate, win_loss_tie
-from adadpo.files import write_text_atomic
+from adadpo.files import write_jsonl_atomic, write_text_atomic
 
 
 logger = logging.getLogger("evaluate")
@@ -38,29 +37,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(GenerationArguments):
+    """Prompt source and sampling from `GenerationArguments` (greedy by default), plus the models to compare."""
+
     model_name_or_paths: list[str] = field(default_factory=list, metadata={"help": "Models to compare (paths/ids)."})
     model_names: list[str] | None = field(default=None, metadata={"help": "Display names, one per model."})
     base_model: str | None = field(default=None, metadata={"help": "Name of the baseline; default: the first."})
-    prompts: str = field(
-        default="ifeval:all",
-        metadata={"help": "`ifeval:all|train|heldout`, a .jsonl/.json/.parquet file or a Hub dataset id."},
-    )
-    ifeval_data: str = field(
-        default=IFEVAL_HUB_ID,
-        metadata={"help": "Where `ifeval:` prompts come from: google/IFEval or a local copy (its .jsonl)."},
-    )
-    prompt_column: str | None = field(default=None, metadata={"help": "Defaults to prompt / instruction / turns."})
-    hub_split: str = "train"
-    max_prompts: int | None = None
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (deterministic)."})
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-    batch_size: int = 8
-    backend: str = field(default="auto", metadata={"help": f"One of {BACKENDS}."})
-    dtype: str = "auto"
-    trust_remote_code: bool = False
     output_dir: str = "outputs/eval"
 
     def __post_init__(self):
@@ -80,14 +62,7 @@ class EvaluateArguments:
         self.base_model = self.base_model or self.model_names[0]
         if self.base_model not in self.model_names:
             raise ValueError(f"`base_model` {self.base_model!r} is not one of the model names {self.model_names}.")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Unknown backend {self.backend!r}; use one of {BACKENDS}.")
-        if self.batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
-        self.sampling_config()
-
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(1, self.temperature, self.top_p, self.max_new_tokens, self.seed)
+        super().__post_init__()
 
 
 def alpaca_eval_outputs(prompts, responses, generator: str) -> list[dict]:
@@ -151,13 +126,7 @@ def markdown_table(results: list[dict], base: str, verifiable: bool) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = TrlParser([EvaluateArguments]).parse_args_and_config(argv)
-    prompts = load_prompts(
-        args.prompts,
-        prompt_column=args.prompt_column,
-        hub_split=args.hub_split,
-        ifeval_data=args.ifeval_data,
-        max_prompts=args.max_prompts,
-    )
+    prompts = args.load_prompts()
     verifiable = all("ifeval" in p for p in prompts)
     if not verifiable:
         logger.info("Some prompts have no IFEval instructions: reporting mean length only (no accuracy or win rate).")
@@ -165,15 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs = {}
     for name, path in zip(args.model_names, args.model_name_or_paths, strict=True):
         logger.info("Generating answers with %s (%s)", name, path)
-        outputs[name] = generate(
-            path,
-            [p["prompt"] for p in prompts],
-            args.sampling_config(),
-            batch_size=args.batch_size,
-            backend=args.backend,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-        )
+        outputs[name] = args.generate(path, prompts)
     responses = {name: [t[0] for t in g.texts] for name, g in outputs.items()}
     lengths = {name: [n[0] for n in g.num_tokens] for name, g in outputs.items()}
     results, scores = [], {}
@@ -209,15 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"id": prompt["id"], "prompt": prompt["prompt"], "responses": {n: responses[n][i] for n in responses}}
         if verifiable:
             row["scores"] = {n: scores[n][i] for n in scores}
-        answers.append(json.dumps(row) + "\n")
-    write_text_atomic(out / "answers.jsonl", "".join(answers))
+        answers.append(row)
+    write_jsonl_atomic(out / "answers.jsonl", answers)
     for name in args.model_names:
         alpaca = alpaca_eval_outputs(prompts, responses[name], name)
         write_text_atomic(out / "alpaca_eval" / name / "model_outputs.json", json.dumps(alpaca, indent=2) + "\n")
         arena = arena_hard_answers(prompts, responses[name], lengths[name], name)
-        write_text_atomic(
-            out / "arena-hard" / "model_answer" / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in arena)
-        )
+        write_jsonl_atomic(out / "arena-hard" / "model_answer" / f"{name}.jsonl", arena)
     print(table)
     logger.info("Wrote results, answers and AlpacaEval / Arena-Hard files under %s", out)
     return summary

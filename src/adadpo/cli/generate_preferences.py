@@ -9,18 +9,15 @@ conversational preference dataset (.jsonl or .parquet, optionally pushed to the 
 Prompts whose best and worst samples score the same are dropped (counted in the log): see `adadpo.evaluation.scoring.select_pair`.
 """
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
-from adadpo.evaluation.generation import BACKENDS, SamplingConfig, generate
-from adadpo.evaluation.ifeval import IFEVAL_HUB_ID
-from adadpo.evaluation.prompts import load_prompts
+from adadpo.evaluation.arguments import GenerationArguments, redefault
 from adadpo.evaluation.scoring import build_scorer, scorable_prompts, select_pair
-from adadpo.files import write_atomic, write_text_atomic
+from adadpo.files import write_atomic, write_jsonl_atomic
 
 
 logger = logging.getLogger("generate_preferences")
@@ -29,30 +26,16 @@ OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 
 
 @dataclass
-class GeneratePreferencesArguments:
+class GeneratePreferencesArguments(GenerationArguments):
+    """Prompt source and sampling from `GenerationArguments`, with sampling defaults (several responses per prompt
+    at a temperature), plus the policy, the scorer and where the pairs go."""
+
     model_name_or_path: str | None = field(default=None, metadata={"help": "Policy to sample from (path or Hub id)."})
-    prompts: str = field(
-        default="ifeval:train",
-        metadata={
-            "help": "`ifeval:train|heldout|all` (IFEval's prompts; train = the half never used for evaluation), a "
-            ".jsonl/.json/.parquet file, or a Hub dataset id, with a `prompt` column."
-        },
-    )
-    ifeval_data: str = field(
-        default=IFEVAL_HUB_ID,
-        metadata={"help": "Where `ifeval:` prompts come from: google/IFEval or a local copy (its .jsonl)."},
-    )
-    prompt_column: str | None = field(default=None, metadata={"help": "Defaults to prompt / instruction / turns."})
-    hub_split: str = field(default="train", metadata={"help": "Split to read when `prompts` is a Hub dataset."})
-    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
+    prompts: str = redefault("prompts", "ifeval:train")
     num_samples: int = field(default=4, metadata={"help": "Responses sampled per prompt (>= 2)."})
-    seed: int = 42
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch_size: int = field(default=8, metadata={"help": "Prompts per `generate` call (each gives num_samples)."})
-    backend: str = field(default="auto", metadata={"help": f"One of {BACKENDS}; auto = vLLM if installed with a GPU."})
-    dtype: str = field(default="auto", metadata={"help": "auto = bfloat16 on GPU, float32 on CPU."})
+    seed: int = redefault("seed", 42)
+    temperature: float = redefault("temperature", 0.8)
+    top_p: float = redefault("top_p", 0.95)
     trust_remote_code: bool = field(default=False, metadata={"help": "Needed for ArmoRM's custom reward head."})
     scorer: str = field(default="ifeval", metadata={"help": f"One of {SCORERS}."})
     reward_model_name_or_path: str | None = None
@@ -74,18 +57,17 @@ class GeneratePreferencesArguments:
             raise ValueError("scorer 'reward_model' needs `reward_model_name_or_path`.")
         if self.num_samples < 2:
             raise ValueError(f"`num_samples` must be >= 2 to form a pair, got {self.num_samples}.")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Unknown backend {self.backend!r}; use one of {BACKENDS}.")
-        if self.batch_size < 1 or self.reward_model_batch_size < 1:
-            raise ValueError("`batch_size` and `reward_model_batch_size` must be >= 1.")
+        if self.reward_model_batch_size < 1:
+            raise ValueError("`reward_model_batch_size` must be >= 1.")
         if Path(self.output_path).suffix not in OUTPUT_SUFFIXES:
             raise ValueError(f"`output_path` must end in one of {OUTPUT_SUFFIXES}, got {self.output_path!r}.")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("`push_to_hub` needs `hub_dataset_id` (e.g. your-name/my-preferences).")
-        self.sampling_config()  # validates temperature / top_p / max_new_tokens now, before anything is loaded
+        super().__post_init__()
 
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(self.num_samples, self.temperature, self.top_p, self.max_new_tokens, self.seed)
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.num_samples
 
 
 def build_pairs(prompts, generations, scores) -> tuple[list[dict], int]:
@@ -120,19 +102,12 @@ def write_rows_atomically(rows: list[dict], path: Path) -> None:
 
         write_atomic(path, lambda f: datasets.Dataset.from_list(rows).to_parquet(f), binary=True)
     else:
-        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+        write_jsonl_atomic(path, rows)
 
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = TrlParser([GeneratePreferencesArguments]).parse_args_and_config(argv)
-    prompts = load_prompts(
-        args.prompts,
-        prompt_column=args.prompt_column,
-        hub_split=args.hub_split,
-        ifeval_data=args.ifeval_data,
-        require_ifeval=args.scorer == "ifeval",
-        max_prompts=args.max_prompts,
-    )
+    prompts = args.load_prompts(require_ifeval=args.scorer == "ifeval")
     if args.scorer == "ifeval":  # a prompt whose checkers cannot run here cannot rank its samples: not sampled
         prompts, dropped = scorable_prompts(prompts)
         if dropped:
@@ -146,15 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(
         "Sampling %d responses for each of %d prompts from %s", args.num_samples, len(prompts), args.model_name_or_path
     )
-    generations = generate(
-        args.model_name_or_path,
-        [p["prompt"] for p in prompts],
-        args.sampling_config(),
-        batch_size=args.batch_size,
-        backend=args.backend,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-    )
+    generations = args.generate(args.model_name_or_path, prompts)
     scorer = build_scorer(
         args.scorer,
         args.reward_model_name_or_path,

@@ -30,6 +30,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,6 @@ def _read(source: str | Path) -> list[dict[str, Any]]:
             raise FileNotFoundError(f"IFEval file {str(source)!r} does not exist.")
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
-    import datasets
 
     return list(datasets.load_dataset(str(source), split="train"))
 

@@ -15,7 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pyarrow.parquet as pq
+
 from adadpo.evaluation.ifeval import IFEVAL_HUB_ID, load_ifeval, validate_ifeval_rows
+from adadpo.files import write_jsonl_atomic
 
 
 IFEVAL_PREFIX = "ifeval:"
@@ -30,8 +34,6 @@ def _read_rows(source: str, hub_split: str) -> list[dict[str, Any]]:
         if not path.is_file():
             raise FileNotFoundError(f"Prompt file {source!r} does not exist.")
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_table(path).to_pylist()  # plain Python values: ints stay ints, nested lists stay lists
         text = path.read_text()
         if path.suffix == ".json":
@@ -42,7 +44,6 @@ def _read_rows(source: str, hub_split: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     if path.exists():
         raise ValueError(f"Prompt file {source!r} must end in one of {LOCAL_SUFFIXES}.")
-    import datasets
 
     return list(datasets.load_dataset(source, split=hub_split))
 
@@ -111,13 +112,10 @@ def load_prompts(
 
 def write_prompts_jsonl(prompts: list[dict[str, Any]], path: str | Path) -> Path:
     """Write prompts as jsonl (IFEval rows keep their instructions, so the file loads back the same)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
+    rows = []
     for prompt in prompts:
         row = {"id": prompt["id"], "prompt": prompt["prompt"]}
         if "ifeval" in prompt:
             row |= {k: prompt["ifeval"][k] for k in ("key", "instruction_id_list", "kwargs")}
-        lines.append(json.dumps(row) + "\n")
-    path.write_text("".join(lines))
-    return path
+        rows.append(row)
+    return write_jsonl_atomic(path, rows)

@@ -11,7 +11,9 @@
 from typing import Any, Protocol
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
+from adadpo.evaluation.generation import load_pretrained
 from adadpo.evaluation.ifeval import describe_unscored, prompt_scores, score_ifeval, unscorable
 
 
@@ -83,9 +85,6 @@ class RewardModelScorer:
         max_length: int | None = None,
     ) -> "RewardModelScorer":
         """ArmoRM needs `trust_remote_code=True` (its head is custom code in the model repository)."""
-        from transformers import AutoModelForSequenceClassification
-
-        from adadpo.evaluation.generation import load_pretrained
 
         model, tokenizer = load_pretrained(
             AutoModelForSequenceClassification, model_name_or_path, dtype, trust_remote_code

@@ -38,10 +38,22 @@ LAST_CHECKPOINT = "last-checkpoint"  # transformers' folder name for `hub_strate
 # resume state in any layout (optimizer.pt, FSDP's optimizer.bin or optimizer_0/, DeepSpeed's global_stepN/, RNG,
 # our extra state) only ever goes with the checkpoint folder.
 MODEL_PATTERNS = [
-    "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
-    "pytorch_model*.bin", "pytorch_model.bin.index.json", "adapter_*", "tokenizer*", "special_tokens_map.json",
-    "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "*processor_config.json", "training_args.bin",
-]  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_*",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "*processor_config.json",
+    "training_args.bin",
+]
 
 
 @dataclass

@@ -102,7 +102,7 @@ def resume_from_hub(args, token=None) -> str:
         source = f"downloaded from {repo_id}/{folder}"
     # Every process passes this barrier, whichever way it decided: a slower process may already see the download
     # as a local checkpoint (the same folder), and skipping the barrier would leave the processes' collectives out
-    # of step (a hang inside DeepSpeed's init, seen under load).
+    # of step (a hang inside DeepSpeed's init).
     with args.main_process_first(local=args.save_on_each_node, desc="download the Hub checkpoint"):
         if not use_local and args.should_save:  # the processes that write checkpoints receive this one
             _download(api, repo_id, args.hub_revision, folder, checkpoint, token)

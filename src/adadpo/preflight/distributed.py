@@ -34,10 +34,14 @@ def check_same_loss(report: Report, trainer, step0_losses: torch.Tensor) -> None
     gathered = accelerator.gather(step0_losses.to(accelerator.device).reshape(1, -1)).float().cpu()
     spread = float((gathered - gathered[0]).abs().max())
     tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
-    report.add(GROUP, "every rank: same loss for the same pairs", PASS if spread <= tol else FAIL,
-               f"{gathered.shape[0]} ranks x {gathered.shape[1]} pairs, max spread {fmt(spread)} (tol {tol})",
-               "ranks disagree on the same batch: different weights, data or kernels per rank; check that every "
-               "process loads the same `model_name_or_path`/`model_revision` and the same launcher settings")  # fmt: skip
+    report.add(
+        GROUP,
+        "every rank: same loss for the same pairs",
+        PASS if spread <= tol else FAIL,
+        f"{gathered.shape[0]} ranks x {gathered.shape[1]} pairs, max spread {fmt(spread)} (tol {tol})",
+        "ranks disagree on the same batch: different weights, data or kernels per rank; check that every "
+        "process loads the same `model_name_or_path`/`model_revision` and the same launcher settings",
+    )
 
 
 def cache_fix(trainer, reference) -> str:
@@ -69,6 +73,10 @@ def check_reference(report: Report, trainer, reference, batches: list[list[dict]
         for cached, recomputed in zip(reference.logps(batch), fresh, strict=True):
             recomputed = recomputed.float().to(cached.device)
             worst = max(worst, float(((cached - recomputed).abs() / (recomputed.abs() * tol + 1e-3)).max()))
-    report.add(GROUP, "reference", PASS if worst <= 1 else FAIL,
-               f"{reference.describe()}; cached vs recomputed max |d| / tol {fmt(worst)}",
-               cache_fix(trainer, reference))  # fmt: skip
+    report.add(
+        GROUP,
+        "reference",
+        PASS if worst <= 1 else FAIL,
+        f"{reference.describe()}; cached vs recomputed max |d| / tol {fmt(worst)}",
+        cache_fix(trainer, reference),
+    )

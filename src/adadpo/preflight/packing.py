@@ -1,7 +1,7 @@
 """Check 3, packing on the real kernel: packed per-sequence log-probs with the recipe's attention (e.g.
 flash_attention_2's varlen kernel) equal padded log-probs with a mask-based implementation, on real micro-batches.
 A negative control, the same packed row with position ids that do not restart, must differ: it shows the check can
-see a cross-sequence leak with this kernel on this hardware (a leak made a peer project's first loss ~6x ln 2)."""
+see a cross-sequence leak with this kernel on this hardware."""
 
 import torch
 
@@ -32,8 +32,9 @@ def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
     attn = get_attention_implementation(model)
     mask_attn = attn if attn in MASK_PACKED_IMPLEMENTATIONS else "sdpa"
     pad_id = trainer.data_collator.pad_token_id
-    padded_collator = PreferenceCollator(pad_token_id=pad_id, max_length=args.max_length,
-                                         truncation_mode=args.truncation_mode)  # fmt: skip
+    padded_collator = PreferenceCollator(
+        pad_token_id=pad_id, max_length=args.max_length, truncation_mode=args.truncation_mode
+    )
     tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
     worst, control_gap, sequences = 0.0, 0.0, 0
     for rows in batches:
@@ -47,11 +48,19 @@ def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
         worst = max(worst, float(((packed_logps - padded).abs() / scale).max()))
         control_gap = max(control_gap, float(((control - padded).abs() / scale).max()))
         sequences += len(padded)
-    report.add(GROUP, f"packed ({attn}) == padded ({mask_attn})", PASS if worst <= 1 else FAIL,
-               f"max |d logp| / tol {fmt(worst)} over {sequences} sequences (tol {tol} |logp| + 1e-3)",
-               f"attn_implementation={attn!r} attends across packed sequences here: set `padding_free: false`, or "
-               "another `attn_implementation` (sdpa packs exactly; docs/packing.md)")  # fmt: skip
-    report.add(GROUP, "negative control (positions not restarted) differs", PASS if control_gap > 1 else FAIL,
-               f"max |d logp| / tol {fmt(control_gap)} (must be > 1)",
-               "the check cannot see a cross-sequence leak with this kernel: do not trust packing here; set "
-               "`padding_free: false`")  # fmt: skip
+    report.add(
+        GROUP,
+        f"packed ({attn}) == padded ({mask_attn})",
+        PASS if worst <= 1 else FAIL,
+        f"max |d logp| / tol {fmt(worst)} over {sequences} sequences (tol {tol} |logp| + 1e-3)",
+        f"attn_implementation={attn!r} attends across packed sequences here: set `padding_free: false`, or "
+        "another `attn_implementation` (sdpa packs exactly; docs/packing.md)",
+    )
+    report.add(
+        GROUP,
+        "negative control (positions not restarted) differs",
+        PASS if control_gap > 1 else FAIL,
+        f"max |d logp| / tol {fmt(control_gap)} (must be > 1)",
+        "the check cannot see a cross-sequence leak with this kernel: do not trust packing here; set "
+        "`padding_free: false`",
+    )

@@ -2,7 +2,9 @@
 key or action that fixes it."""
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from adadpo.files import write_json_atomic
 
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -20,10 +22,7 @@ class Check:
 
 @dataclass
 class Report:
-    checks: list[Check]
-
-    def __init__(self):
-        self.checks = []
+    checks: list[Check] = field(default_factory=list)
 
     def add(self, group: str, name: str, status: str, value, fix: str = "") -> Check:
         if status not in _ORDER:
@@ -66,6 +65,4 @@ def fmt(value: float, digits: int = 4) -> str:
 
 
 def write_json(path: str, report: Report, extra: dict | None = None) -> None:
-    from adadpo.files import write_json_atomic
-
     write_json_atomic(path, {**report.to_json(), **(extra or {})})

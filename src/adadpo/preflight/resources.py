@@ -29,16 +29,20 @@ def sequence_tokens(row: dict, max_length: int | None) -> tuple[int, int]:
 def longest_rows(dataset, batch_size: int, max_length: int | None, packed: bool) -> tuple[list[int], int]:
     """Indices of the costliest micro-batch (padded: the longest sequence pads all 2B rows; packed: the most tokens)
     and its real token count."""
-    lengths = [sequence_tokens(row, max_length) for row in dataset.select_columns(
-        ["prompt_ids", "chosen_ids", "rejected_ids"])]  # fmt: skip
+    lengths = [
+        sequence_tokens(row, max_length)
+        for row in dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+    ]
     cost = [sum(pair) if packed else max(pair) for pair in lengths]
     top = sorted(range(len(lengths)), key=lambda i: -cost[i])[:batch_size]
     return top, sum(sum(lengths[i]) for i in top)
 
 
 def dataset_tokens(dataset, max_length: int | None) -> int:
-    return sum(sum(sequence_tokens(row, max_length)) for row in dataset.select_columns(
-        ["prompt_ids", "chosen_ids", "rejected_ids"]))  # fmt: skip
+    return sum(
+        sum(sequence_tokens(row, max_length))
+        for row in dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+    )
 
 
 def _local(param):
@@ -57,8 +61,10 @@ def restore(model, saved: dict) -> None:
 
 def fingerprint(trainer) -> str:
     accelerator = trainer.accelerator
-    return weights_fingerprint(trainer.accelerator.unwrap_model(trainer.model_wrapped),
-                               reduce_sum=lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum"))  # fmt: skip
+    return weights_fingerprint(
+        trainer.accelerator.unwrap_model(trainer.model_wrapped),
+        reduce_sum=lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum"),
+    )
 
 
 class StepTimer(TrainerCallback):
@@ -96,19 +102,36 @@ def report_resources(report: Report, trainer, timer: StepTimer, step_tokens: int
     peaks = accelerator.gather(torch.tensor([peak], device=accelerator.device)).cpu().tolist()
     share = max(peaks) / total
     per_device = ", ".join(f"{p / 2**30:.2f}" for p in peaks)
-    report.add(GROUP, "peak memory per device", WARN if share > MEMORY_WARN else PASS,
-               f"{per_device} GiB of {total / 2**30:.1f} GiB ({share:.0%}, {what})",
-               "little headroom: lower `per_device_train_batch_size` (accumulation keeps the global batch), set "
-               "`gradient_checkpointing: true` or `max_tokens_per_batch`, or shard more (ZeRO-3, offload)")  # fmt: skip
+    report.add(
+        GROUP,
+        "peak memory per device",
+        WARN if share > MEMORY_WARN else PASS,
+        f"{per_device} GiB of {total / 2**30:.1f} GiB ({share:.0%}, {what})",
+        "little headroom: lower `per_device_train_batch_size` (accumulation keeps the global batch), set "
+        "`gradient_checkpointing: true` or `max_tokens_per_batch`, or shard more (ZeRO-3, offload)",
+    )
     seconds = timer.times[-1]
     tokens_per_s = step_tokens / seconds
-    report.add(GROUP, "step on the longest micro-batch", PASS,
-               f"{fmt(seconds, 3)} s per optimizer step, {step_tokens} tokens, {tokens_per_s:,.0f} tokens/s")  # fmt: skip
+    report.add(
+        GROUP,
+        "step on the longest micro-batch",
+        PASS,
+        f"{fmt(seconds, 3)} s per optimizer step, {step_tokens} tokens, {tokens_per_s:,.0f} tokens/s",
+    )
     hours = run_tokens / tokens_per_s / 3600
-    report.add(GROUP, "estimated run time", PASS,
-               f"{fmt(hours, 3)} h for {run_tokens:,} tokens ({run_steps} steps; at the longest batch's rate)")  # fmt: skip
-    return {"peak_memory_bytes": peaks, "device_total_bytes": total, "step_seconds": seconds,
-            "tokens_per_second": tokens_per_s, "estimated_hours": hours}  # fmt: skip
+    report.add(
+        GROUP,
+        "estimated run time",
+        PASS,
+        f"{fmt(hours, 3)} h for {run_tokens:,} tokens ({run_steps} steps; at the longest batch's rate)",
+    )
+    return {
+        "peak_memory_bytes": peaks,
+        "device_total_bytes": total,
+        "step_seconds": seconds,
+        "tokens_per_second": tokens_per_s,
+        "estimated_hours": hours,
+    }
 
 
 def oom_fix() -> str:

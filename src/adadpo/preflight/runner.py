@@ -56,8 +56,9 @@ class ChecksAtTrainBegin(TrainerCallback):
         reference = ReferenceSource(trainer)
         losses = torch.zeros(0)
         try:
-            self.details |= identity.check_identity(report, trainer, batches, reference,
-                                                    distributed.cache_fix(trainer, reference))  # fmt: skip
+            self.details |= identity.check_identity(
+                report, trainer, batches, reference, distributed.cache_fix(trainer, reference)
+            )
             losses = self.details.pop("losses")
             packing.check_packing(report, trainer, batches)
             distributed.check_batch_arithmetic(report, args, world)
@@ -103,17 +104,23 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
             return report, details
         trainer = setup.trainer
         args = trainer.args
-        report.add("0 setup", "build model, data and trainer", PASS,
-                   f"{args.loss_type}, {len(trainer.train_dataset)} train pairs, "
-                   f"attn {get_attention_implementation(trainer.accelerator.unwrap_model(trainer.model))}")  # fmt: skip
+        report.add(
+            "0 setup",
+            "build model, data and trainer",
+            PASS,
+            f"{args.loss_type}, {len(trainer.train_dataset)} train pairs, "
+            f"attn {get_attention_implementation(trainer.accelerator.unwrap_model(trainer.model))}",
+        )
         eos_ids = {setup.tokenizer.eos_token_id, *_generation_eos(trainer.model)} - {None}
-        details |= tokens.check_tokens(report, setup.raw_datasets["train"], trainer.train_dataset, setup.tokenizer,
-                                       args, eos_ids, sample_rows)  # fmt: skip
+        details |= tokens.check_tokens(
+            report, setup.raw_datasets["train"], trainer.train_dataset, setup.tokenizer, args, eos_ids, sample_rows
+        )
         world = trainer.accelerator.num_processes
         run_tokens, run_steps = _run_totals(args, trainer.train_dataset, world)
         rows = trainer.train_dataset
-        top, top_tokens = resources.longest_rows(rows, args.per_device_train_batch_size, args.max_length,
-                                                 args.padding_free)  # fmt: skip
+        top, top_tokens = resources.longest_rows(
+            rows, args.per_device_train_batch_size, args.max_length, args.padding_free
+        )
         repeats = world * args.gradient_accumulation_steps * STEPS
         trainer.train_dataset = rows.select(top * repeats)  # every micro-batch of the steps is the longest one
         args.max_steps, args.train_sampling_strategy = STEPS, "sequential"
@@ -128,13 +135,19 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
         except torch.OutOfMemoryError as error:
             resources.report_oom(report, error)
             return report, details
-        details |= resources.report_resources(report, trainer, timer, top_tokens * world * args.gradient_accumulation_steps,
-                                              run_tokens, run_steps)  # fmt: skip
+        details |= resources.report_resources(
+            report, trainer, timer, top_tokens * world * args.gradient_accumulation_steps, run_tokens, run_steps
+        )
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         resources.restore(model, checks.saved)
         same = resources.fingerprint(trainer) == checks.fingerprint
-        report.add(resources.GROUP, "weights restored after the steps", PASS if same else FAIL,
-                   "fingerprint unchanged" if same else "fingerprint changed", "a bug in preflight: report it")  # fmt: skip
+        report.add(
+            resources.GROUP,
+            "weights restored after the steps",
+            PASS if same else FAIL,
+            "fingerprint unchanged" if same else "fingerprint changed",
+            "a bug in preflight: report it",
+        )
         details |= checks.details | {"reference": ReferenceSource(trainer).describe()}
         return report, details
     finally:

@@ -76,15 +76,25 @@ def check_tokens(report: Report, raw_train, tokenized_train, tokenizer, args, eo
     n = len(raw)
     if not_prefix:
         alone, inside = first_divergence
-        report.add(GROUP, "prompt is a prefix of prompt+completion", FAIL, f"{not_prefix}/{n} rows differ",
-                   "fix `chat_template` (or the tokenizer): the prompt rendered with add_generation_prompt must be "
-                   f"the start of prompt+reply; it renders {alone!r} alone but {inside!r} inside the pair")  # fmt: skip
+        report.add(
+            GROUP,
+            "prompt is a prefix of prompt+completion",
+            FAIL,
+            f"{not_prefix}/{n} rows differ",
+            "fix `chat_template` (or the tokenizer): the prompt rendered with add_generation_prompt must be "
+            f"the start of prompt+reply; it renders {alone!r} alone but {inside!r} inside the pair",
+        )
     else:
         report.add(GROUP, "prompt is a prefix of prompt+completion", PASS, f"{n}/{n} rows")
     if doubled:
-        report.add(GROUP, "at most one BOS", FAIL, f"{doubled}/{n} rows start with 2+ BOS",
-                   "the chat template emits BOS twice (or adds one the tokenizer adds too): remove the extra "
-                   "`{{ bos_token }}` from `chat_template`")  # fmt: skip
+        report.add(
+            GROUP,
+            "at most one BOS",
+            FAIL,
+            f"{doubled}/{n} rows start with 2+ BOS",
+            "the chat template emits BOS twice (or adds one the tokenizer adds too): remove the extra "
+            "`{{ bos_token }}` from `chat_template`",
+        )
     else:
         report.add(GROUP, "at most one BOS", PASS, f"0/{n} rows with a double BOS")
 
@@ -107,19 +117,34 @@ def check_tokens(report: Report, raw_train, tokenized_train, tokenizer, args, eo
         truncated += cut
     suggestion = suggested_max_length(totals)
     if no_eos:
-        report.add(GROUP, "completions end with EOS", FAIL, f"{no_eos}/{checked} untruncated completions without EOS",
-                   "end every assistant turn with the EOS token: fix `chat_template`, or the data's completions")  # fmt: skip
+        report.add(
+            GROUP,
+            "completions end with EOS",
+            FAIL,
+            f"{no_eos}/{checked} untruncated completions without EOS",
+            "end every assistant turn with the EOS token: fix `chat_template`, or the data's completions",
+        )
     else:
         report.add(GROUP, "completions end with EOS", PASS, f"{checked}/{checked} untruncated completions")
     share = truncated / max(1, len(rows))
     status = WARN if share > WARN_FRACTION else PASS
-    report.add(GROUP, "pairs cut by max_length", status, f"{share:.1%} ({truncated}/{len(rows)})",
-               f"`max_length: {suggestion}` (the 99th percentile of prompt+completion)")  # fmt: skip
+    report.add(
+        GROUP,
+        "pairs cut by max_length",
+        status,
+        f"{share:.1%} ({truncated}/{len(rows)})",
+        f"`max_length: {suggestion}` (the 99th percentile of prompt+completion)",
+    )
     dropped = len(raw_train) - len(tokenized_train)
     share = dropped / max(1, len(raw_train))
     status = WARN if share > WARN_FRACTION else PASS
-    report.add(GROUP, "prompts dropped (prompt >= max_length)", status, f"{share:.1%} ({dropped}/{len(raw_train)})",
-               f"`max_length: {suggestion}`, or shorter prompts")  # fmt: skip
+    report.add(
+        GROUP,
+        "prompts dropped (prompt >= max_length)",
+        status,
+        f"{share:.1%} ({dropped}/{len(raw_train)})",
+        f"`max_length: {suggestion}`, or shorter prompts",
+    )
     report.add(GROUP, "prompt length (tokens)", PASS, _pct(percentiles(prompt_lens)))
     report.add(GROUP, "completion length (tokens)", PASS, _pct(percentiles(completion_lens)))
     return {"sequence_lengths": percentiles(totals), "suggested_max_length": suggestion}

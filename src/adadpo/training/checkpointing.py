@@ -46,8 +46,9 @@ def checkpoint_dir(trainer, trial=None) -> str:
 def atomic_checkpoint(trainer, trial=None):
     """Make a Trainer's `_save_checkpoint` all-or-nothing: inside, the trainer's checkpoint root
     (`TRLCompatTrainer.checkpoints_written_to`) is a staging folder; on exit (after every process has written) the
-    complete `checkpoint-N` is renamed into the run folder in one step, and only then are older checkpoints rotated out (`save_total_limit`). A crash inside leaves the run
-    folder as it was, so resuming picks the previous complete checkpoint. Yields the staged checkpoint folder."""
+    complete `checkpoint-N` is renamed into the run folder in one step, and only then are older checkpoints rotated
+    out (`save_total_limit`). A crash inside leaves the run folder as it was, so resuming picks the previous
+    complete checkpoint. Yields the staged checkpoint folder."""
     final = checkpoint_dir(trainer, trial)
     run_dir, name = os.path.split(final)
     staging_root = str(RunFolder(run_dir).staging)

@@ -15,9 +15,12 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
+import torch.distributed as dist
 from accelerate.utils import broadcast_object_list, is_peft_model
 from datasets import Dataset
+from torch.distributed.tensor import Shard
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -47,14 +50,10 @@ def _local_view(tensor) -> tuple[torch.Tensor, int, tuple, int] | None:
       c = ceil(rows / world size).
     """
     if hasattr(tensor, "ds_tensor") and tensor.ds_tensor is not None:  # DeepSpeed ZeRO-3 partitioned parameter
-        import torch.distributed as dist
-
         part = tensor.ds_tensor
         rank = dist.get_rank(group=tensor.ds_process_group)
         return part.detach().reshape(-1), rank * part.ds_numel, tuple(tensor.ds_shape), tensor.ds_numel
     if type(tensor).__name__ == "DTensor":
-        from torch.distributed.tensor import Shard
-
         shape = tuple(tensor.shape)
         if len(tensor.placements) != 1 or tensor.placements[0] != Shard(0) or not shape:
             return tensor.full_tensor().detach().reshape(-1), 0, shape, tensor.numel()  # collective, same on all ranks
@@ -103,8 +102,6 @@ def weights_fingerprint(model: torch.nn.Module, reduce_sum=None) -> str:
 def tokens_fingerprint(dataset: Dataset, columns=("prompt_ids", "chosen_ids", "rejected_ids")) -> str:
     """Hash of the tokenized rows, in order. `datasets`' own fingerprints are not stable across runs (they hash the
     map functions and the tokenizer object), so the key hashes the token ids themselves (fast, via Arrow)."""
-    import pyarrow.compute as pc
-
     h = hashlib.sha256()
     for batch in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=4096):
         for name in columns:

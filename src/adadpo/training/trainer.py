@@ -19,6 +19,7 @@ from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, preference_collator
 from adadpo.training.logps import sequence_logps
+from adadpo.training.metrics import pair_metrics
 from adadpo.training.model_card import write_model_card
 from adadpo.training.models import tokenizer_of
 from adadpo.training.nonfinite import NonFiniteGuard
@@ -163,8 +164,6 @@ class AdaDPOTrainer(TRLCompatTrainer):
             self.set_logged_metric(mode, "num_tokens", self.total_train_tokens)
 
     def _summarise_pair_metrics(self, mode: str) -> None:
-        from adadpo.training.metrics import pair_metrics
-
         buffered, self._pair_buffer[mode] = self._pair_buffer[mode], []
         if not buffered:
             return

@@ -19,6 +19,7 @@ from trl.trainer import dpo_trainer as trl_dpo
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
+from adadpo.training.checkpointing import atomic_checkpoint, checkpoint_dir
 from adadpo.training.models import tokenizer_of
 
 
@@ -190,8 +191,6 @@ class TRLCompatTrainer(DPOTrainer):
     def _save_checkpoint(self, model, trial):
         # transformers: writes model, optimizer, scheduler, RNG and trainer state into `checkpoint-N` (TRL 1.16 adds
         # a model card); called on every process.
-        from adadpo.training.checkpointing import atomic_checkpoint, checkpoint_dir
-
         self.before_checkpoint()
         with atomic_checkpoint(self, trial) as folder:  # written to a staging folder, renamed once complete
             super()._save_checkpoint(model, trial)
