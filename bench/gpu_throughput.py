@@ -15,41 +15,32 @@ is excluded unless tied to the LM head), peak = this GPU's bf16 matmul rate meas
 loop (not the datasheet figure). Pad tokens are not counted: they are wasted work, which is what packing removes.
 """
 
-import argparse
 import os
 import sys
-import tempfile
 
-from length_mix import make_length_mix_rows
-from throughput_harness import BASELINE, METHODS, spawn_worker
+from throughput_harness import (
+    BASELINE,
+    METHODS,
+    benchmark_parser,
+    check_benchmark_args,
+    spawn_worker,
+    write_data_and_base_spec,
+)
 from throughput_report import machine_description, markdown_table, summarize, timestamp, write_json
-
-from adadpo.files import write_jsonl_atomic
 
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--model-dir", default=".cache/smollm2-135m-instruct", help="HF model folder (prepared if absent)"
+    parser = benchmark_parser(
+        __doc__, batch_size=8, warmup_steps=2, measured_steps=5, rounds=1, max_length=2048, num_pairs=512
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--batch-size", type=int, default=8, help="preference pairs per optimizer step")
-    parser.add_argument("--warmup-steps", type=int, default=2)
-    parser.add_argument("--measured-steps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1, help="run the method order this many times (alternating)")
-    parser.add_argument("--max-length", type=int, default=2048)
-    parser.add_argument("--num-pairs", type=int, default=512)
     parser.add_argument("--attn-implementation", default="flash_attention_2")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--matmul-size", type=int, default=8192, help="n of the n x n bf16 matmuls timing the peak")
     parser.add_argument("--peak-tflops", type=float, default=None, help="skip the measurement and use this peak")
-    parser.add_argument("--results-dir", default=os.path.join(BENCH_DIR, "results"))
     args = parser.parse_args(argv)
-    if BASELINE not in args.methods:
-        parser.error(f"--methods must include the baseline {BASELINE!r}: every ratio is relative to it.")
+    check_benchmark_args(parser, args)
     return args
 
 
@@ -96,17 +87,8 @@ def main(argv=None):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    work_dir = tempfile.mkdtemp(prefix="adadpo-gpu-bench-")
-    data_path = os.path.join(work_dir, "pairs.jsonl")
-    write_jsonl_atomic(data_path, make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed))
-    base_spec = {
-        "model_dir": os.path.abspath(args.model_dir),
-        "data_path": data_path,
-        "batch_size": args.batch_size,
-        "warmup_steps": args.warmup_steps,
-        "measured_steps": args.measured_steps,
-        "max_length": args.max_length,
-        "seed": args.seed,
+    work_dir, base_spec = write_data_and_base_spec(args, tokenizer)
+    base_spec |= {
         "device": "cuda",
         "bf16": True,
         "attn_implementation": args.attn_implementation,

@@ -12,17 +12,20 @@ warm-up step of every run, pooled over rounds (default 2 rounds x 2 measured ste
 `bench/results/throughput-<time>.json` and the table to `bench/RESULTS.md`.
 """
 
-import argparse
 import os
 import shlex
 import sys
-import tempfile
 
 from length_mix import describe_lengths, make_length_mix_rows
-from throughput_harness import BASELINE, METHODS, spawn_worker
+from throughput_harness import (
+    BASELINE,
+    METHODS,
+    benchmark_parser,
+    check_benchmark_args,
+    spawn_worker,
+    write_data_and_base_spec,
+)
 from throughput_report import machine_description, markdown_table, same_batches, summarize, timestamp, write_json
-
-from adadpo.files import write_jsonl_atomic
 
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -34,20 +37,9 @@ TARGETS = (
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--model-dir", default=".cache/smollm2-135m-instruct", help="HF model folder (prepared if absent)"
+    parser = benchmark_parser(
+        __doc__, batch_size=2, warmup_steps=1, measured_steps=2, rounds=2, max_length=1024, num_pairs=64
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--batch-size", type=int, default=2, help="preference pairs per optimizer step")
-    parser.add_argument("--warmup-steps", type=int, default=1)
-    parser.add_argument("--measured-steps", type=int, default=2, help="per run; pooled over rounds")
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="run the method order this many times, reversed every other time"
-    )
-    parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--num-pairs", type=int, default=64, help="size of the synthetic data set")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--omp-wait-policy",
         default="PASSIVE",
@@ -55,13 +47,9 @@ def parse_args(argv=None):
         "sleep instead of spinning; on a machine shared with other jobs spinning threads burn the cores their "
         "partner thread needs (measured here: 2-3x slower steps, with CPU time as noisy as wall time)",
     )
-    parser.add_argument("--results-dir", default=os.path.join(BENCH_DIR, "results"))
     parser.add_argument("--results-md", default=os.path.join(BENCH_DIR, "RESULTS.md"), help="'' to skip")
     args = parser.parse_args(argv)
-    if BASELINE not in args.methods:
-        parser.error(f"--methods must include the baseline {BASELINE!r}: every ratio is relative to it.")
-    if args.measured_steps < 1 or args.rounds < 1 or args.warmup_steps < 0:
-        parser.error("--measured-steps and --rounds must be >= 1, --warmup-steps >= 0.")
+    check_benchmark_args(parser, args)
     return args
 
 
@@ -95,17 +83,8 @@ def main(argv=None):
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     rows = make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed)
-    work_dir = tempfile.mkdtemp(prefix="adadpo-bench-")
-    data_path = os.path.join(work_dir, "pairs.jsonl")
-    write_jsonl_atomic(data_path, rows)
-    base_spec = {
-        "model_dir": os.path.abspath(args.model_dir),
-        "data_path": data_path,
-        "batch_size": args.batch_size,
-        "warmup_steps": args.warmup_steps,
-        "measured_steps": args.measured_steps,
-        "max_length": args.max_length,
-        "seed": args.seed,
+    work_dir, base_spec = write_data_and_base_spec(args, tokenizer, rows)
+    base_spec |= {
         "device": "cpu",
         "bf16": False,
         "attn_implementation": "sdpa",

@@ -8,11 +8,13 @@ cores), real (non-pad) tokens and computed (incl. pad) tokens of the batch the s
 peak RSS (`getrusage(RUSAGE_SELF).ru_maxrss`) a per-method figure.
 """
 
+import argparse
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -186,3 +188,55 @@ if __name__ == "__main__":
         result = run_worker(json.load(f))
     with open(sys.argv[2], "w") as f:
         json.dump(result, f)
+
+
+def benchmark_parser(
+    doc: str, *, batch_size: int, warmup_steps: int, measured_steps: int, rounds: int, max_length: int, num_pairs: int
+) -> argparse.ArgumentParser:
+    """The options every throughput benchmark takes (model, methods, steps, rounds, data size), with its defaults;
+    each benchmark adds its own and calls `check_benchmark_args`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model-dir", default=".cache/smollm2-135m-instruct", help="HF model folder (prepared if absent)"
+    )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="preference pairs per optimizer step")
+    parser.add_argument("--warmup-steps", type=int, default=warmup_steps)
+    parser.add_argument("--measured-steps", type=int, default=measured_steps, help="per run; pooled over rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help="run the method order this many times, reversed every other time"
+    )
+    parser.add_argument("--max-length", type=int, default=max_length)
+    parser.add_argument("--num-pairs", type=int, default=num_pairs, help="size of the synthetic data set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    return parser
+
+
+def check_benchmark_args(parser: argparse.ArgumentParser, args) -> None:
+    if BASELINE not in args.methods:
+        parser.error(f"--methods must include the baseline {BASELINE!r}: every ratio is relative to it.")
+    if args.measured_steps < 1 or args.rounds < 1 or args.warmup_steps < 0:
+        parser.error("--measured-steps and --rounds must be >= 1, --warmup-steps >= 0.")
+
+
+def write_data_and_base_spec(args, tokenizer, rows=None) -> tuple[str, dict]:
+    """A temporary work folder holding the length-mixed pairs (`rows`, else made from the options), and the worker
+    spec entries every benchmark shares."""
+    from length_mix import make_length_mix_rows
+
+    from adadpo.files import write_jsonl_atomic
+
+    work_dir = tempfile.mkdtemp(prefix="adadpo-bench-")
+    data_path = os.path.join(work_dir, "pairs.jsonl")
+    rows = rows if rows is not None else make_length_mix_rows(tokenizer, args.num_pairs, seed=args.seed)
+    write_jsonl_atomic(data_path, rows)
+    return work_dir, {
+        "model_dir": os.path.abspath(args.model_dir),
+        "data_path": data_path,
+        "batch_size": args.batch_size,
+        "warmup_steps": args.warmup_steps,
+        "measured_steps": args.measured_steps,
+        "max_length": args.max_length,
+        "seed": args.seed,
+    }

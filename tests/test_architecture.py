@@ -109,3 +109,50 @@ def test_own_private_state_is_allowed():
         "class T:\n    def __init__(self):\n        self._buffer = []\n    def f(self):\n        return self._buffer\n"
     )
     assert own_private_names(ast.parse(source)) == {"_buffer"}
+
+
+# What each part of `adadpo` may import (docs/architecture.md, "Imports go one way"); the entry points import anything.
+ALLOWED_IMPORTS = {
+    "user_numbers": set(),
+    "files": set(),
+    "run_folder": set(),
+    "data_checks": set(),
+    "demo": set(),
+    "testing": set(),
+    "evaluation": {"files"},
+    "losses": {"user_numbers"},
+    "config": {"losses", "user_numbers"},
+    "recipe": {"config", "files", "losses", "run_folder"},
+    "data": {"data_checks"},
+    "training": {"config", "data", "data_checks", "files", "losses", "run_folder"},
+    "hub": {"files", "run_folder", "training"},
+    "preflight": {"files", "losses", "training"},
+    "sweep": {"files", "losses", "recipe", "run_folder", "user_numbers"},
+    "plotting": {"losses", "recipe", "run_folder"},
+}
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Which top-level part of `adadpo` (a module or a package) each part imports."""
+    root = REPO_ROOT / "src" / "adadpo"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        unit = parts[0].removesuffix(".py")
+        if unit == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                target = name.split(".")
+                if target[0] == "adadpo" and len(target) > 1 and target[1] != unit:
+                    graph.setdefault(unit, set()).add(target[1])
+    return graph
+
+
+def test_packages_import_one_way():
+    graph = package_imports()
+    assert set(graph) - {"cli"} <= set(ALLOWED_IMPORTS), "a new part of adadpo: add it to docs/architecture.md"
+    wrong = {unit: sorted(targets - ALLOWED_IMPORTS[unit]) for unit, targets in graph.items() if unit != "cli"}
+    assert {unit: targets for unit, targets in wrong.items() if targets} == {}
