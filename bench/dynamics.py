@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from adadpo.files import write_jsonl_atomic
+from adadpo.files import write_jsonl_atomic, write_text_atomic
+from adadpo.run_folder import RunFolder, SweepFolder
 
 
 # Other jobs may share the cores: OpenMP threads that spin while waiting slow everyone down (set before torch loads).
@@ -136,16 +137,15 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
         "num_train_epochs": size["epochs"],
         "max_steps": size["max_steps"],
         "learning_rate": size.get("learning_rate", TRAIN_SETTINGS["learning_rate"]),
-        "ref_logps_cache_dir": str(out / "ref_cache"),
+        "ref_logps_cache_dir": str(SweepFolder(out).ref_cache),
         "loss_type": loss,
         "beta": beta,
         "output_dir": str(out / name),
         "run_name": name,
     }
-    (out / "recipes").mkdir(parents=True, exist_ok=True)
-    recipe_path = out / "recipes" / f"{name}.yaml"
-    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    if not (out / name / "all_results.json").exists():
+    recipe_path = SweepFolder(out).recipe(name)  # laid out as a sweep folder, so the plots find each run's recipe
+    write_text_atomic(recipe_path, yaml.safe_dump(recipe, sort_keys=False))
+    if not RunFolder(out / name).is_finished():
         # In this process (one CPU process is what `accelerate launch` would start here too): the libraries are
         # imported once for all four runs instead of once per run.
         from adadpo.cli import run_adadpo as script
@@ -157,7 +157,7 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
 
 
 def history(run_dir: Path) -> list[dict]:
-    return json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    return json.loads(RunFolder(run_dir).trainer_state.read_text())["log_history"]
 
 
 def final_eval(run_dir: Path) -> dict:

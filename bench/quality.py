@@ -37,6 +37,7 @@ from adadpo.demo import prepare_smollm2
 from adadpo.evaluation.ifeval import METRICS, load_ifeval, unscorable
 from adadpo.evaluation.stats import win_loss_tie
 from adadpo.files import write_json_atomic, write_text_atomic
+from adadpo.run_folder import RunFolder
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict
     }
     recipe_path = run_dir / f"{loss_type}.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    ran = not (run_dir / loss_type / "all_results.json").exists()
+    ran = not RunFolder(run_dir / loss_type).is_finished()
     if ran:
         subprocess.run(
             [
@@ -150,7 +151,7 @@ def train(loss_type: str, data: Path, model_dir: Path, run_dir: Path, size: dict
             check=True,
             cwd=ROOT,
         )
-    history = json.loads((run_dir / loss_type / "trainer_state.json").read_text())["log_history"]
+    history = json.loads(RunFolder(run_dir / loss_type).trainer_state.read_text())["log_history"]
     final = [entry for entry in history if "eval_rewards/accuracies" in entry][-1]
     steps = [entry for entry in history if "adadpo/beta_w_min" in entry]  # one entry per optimizer step
     return {
@@ -231,7 +232,7 @@ def main(argv=None) -> dict:
         run_dir / "run.json",
         {"settings": settings, "sizes": size, "pairs_sha256": pairs_digest},
         "runs",
-        any((run_dir / loss / "all_results.json").exists() for loss in losses),
+        any(RunFolder(run_dir / loss).is_finished() for loss in losses),
     )
     runs = {loss: train(loss, prefs, model_dir, run_dir, size, settings) for loss in losses}
     training = {loss: metrics for loss, (metrics, _) in runs.items()}

@@ -156,3 +156,12 @@ def test_packages_import_one_way():
     assert set(graph) - {"cli"} <= set(ALLOWED_IMPORTS), "a new part of adadpo: add it to docs/architecture.md"
     wrong = {unit: sorted(targets - ALLOWED_IMPORTS[unit]) for unit, targets in graph.items() if unit != "cli"}
     assert {unit: targets for unit, targets in wrong.items() if targets} == {}
+
+
+def test_run_folder_names_agree_with_transformers():
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from adadpo.run_folder import CHECKPOINT_PREFIX, TRAINER_STATE
+
+    assert (TRAINER_STATE, CHECKPOINT_PREFIX) == (TRAINER_STATE_NAME, PREFIX_CHECKPOINT_DIR)

@@ -23,14 +23,14 @@ Renaming a file is one edit here. Nothing in this module reads or writes.
 import os
 from pathlib import Path
 
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 
 ALL_RESULTS = "all_results.json"
 RESOLVED_CONFIG = "adadpo_config.yaml"
 MODEL_CARD = "README.md"
-TRAINER_STATE = TRAINER_STATE_NAME
+# transformers' names (`TRAINER_STATE_NAME`, `PREFIX_CHECKPOINT_DIR`), written out so this module imports nothing;
+# tests/test_architecture.py checks they still agree.
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_STAGING = ".checkpoint-staging"  # transformers resumes only from `checkpoint-<N>` folders: never this
 HUB_SNAPSHOTS = ".hub-push"
 TENSORBOARD_RUNS = "runs"
@@ -41,7 +41,7 @@ SWEEP_REF_CACHE = "ref_cache"
 
 
 def checkpoint_name(step: int) -> str:
-    return f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    return f"{CHECKPOINT_PREFIX}-{step}"
 
 
 class RunFolder:
@@ -85,7 +85,7 @@ def not_pushed_at_the_end() -> list[str]:
     """What the final Hub push of a run folder leaves out (`upload_folder` ignore patterns): checkpoints, staging,
     push snapshots, temporary files, tensorboard logs and a sweep's shared cache."""
     return [
-        f"{PREFIX_CHECKPOINT_DIR}-*",
+        f"{CHECKPOINT_PREFIX}-*",
         f"{CHECKPOINT_STAGING}/*",
         f"{HUB_SNAPSHOTS}/*",
         "*.tmp",

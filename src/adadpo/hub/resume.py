@@ -13,12 +13,12 @@ import re
 import shutil
 import tempfile
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from adadpo.files import publish_dir
 from adadpo.hub.checkpoints import LAST_CHECKPOINT
 from adadpo.hub.push import HubError, failure_reason, hub_api, hub_repo_id
-from adadpo.run_folder import TRAINER_STATE, RunFolder
+from adadpo.run_folder import CHECKPOINT_PREFIX, TRAINER_STATE, RunFolder
 
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 HUB_RESUME = "hub"  # the `resume_from_checkpoint` value that means "from the Hub"
 # One ZeRO optimizer shard per data-parallel rank (DeepSpeed's `_get_rank_zero_ckpt_name`).
 _ZERO_SHARD = re.compile(r"(?:^|/)(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
-_CHECKPOINT_FOLDER = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_CHECKPOINT_FOLDER = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 
 
 class HubResumeError(HubError):
@@ -89,7 +89,7 @@ def resume_from_hub(args, token=None) -> str:
     if latest is None and local is None:
         raise HubResumeError(
             f"`resume_from_checkpoint: {HUB_RESUME}`: the Hub repo {repo_id!r} holds no pushed checkpoint "
-            f"(`{LAST_CHECKPOINT}/` or `{PREFIX_CHECKPOINT_DIR}-N/`). Checkpoints are pushed during training with "
+            f"(`{LAST_CHECKPOINT}/` or `{CHECKPOINT_PREFIX}-N/`). Checkpoints are pushed during training with "
             "`push_to_hub: true` and `hub_strategy: checkpoint` (or `all_checkpoints`)."
         )
     use_local = local is not None and (latest is None or _step(local) >= latest[1])
