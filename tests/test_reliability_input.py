@@ -11,11 +11,7 @@ import yaml
 from adadpo.data import get_preference_datasets
 from adadpo.files import write_jsonl_atomic
 from adadpo.testing import CHATML_TEMPLATE, make_preference_rows
-from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
-
-
-def train(run_adadpo, argv):
-    return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+from tests.helpers.runs import preference_rows_with_margin, tiny_run_args, train
 
 
 def files_under(folder) -> list:

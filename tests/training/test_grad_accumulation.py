@@ -14,11 +14,7 @@ import pytest
 import torch
 
 from adadpo.losses import PreferenceLoss
-from tests.helpers.runs import tiny_run_args
-
-
-def train(run_adadpo, argv):
-    return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+from tests.helpers.runs import tiny_run_args, train
 
 
 def step_logs(trainer) -> list[dict]:

@@ -11,11 +11,7 @@ from adadpo.files import write_jsonl_atomic
 from adadpo.losses import LOSS_SPECS, LOSSES
 from adadpo.run_folder import RESOLVED_CONFIG
 from adadpo.training.trainer import AdaDPOTrainer
-from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
-
-
-def _train(run_adadpo, argv):
-    return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
+from tests.helpers.runs import preference_rows_with_margin, tiny_run_args, train
 
 
 def _step_logs(trainer) -> list[dict]:
@@ -29,8 +25,8 @@ def test_every_loss_trains_padded_and_packed_saves_and_reloads(
     """Each loss trains once padded and once packed (`padding_free: true`) on the same batches: packing changes only
     how log-probs are computed, so every step's loss and log-probs agree to float round-off."""
     out = tmp_path / loss_type
-    trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, loss_type=loss_type))
-    packed = _train(
+    trainer = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, loss_type=loss_type))
+    packed = train(
         run_adadpo,
         tiny_run_args(
             tiny_model_dir, pref_jsonl, tmp_path / f"{loss_type}-packed", loss_type=loss_type, padding_free=True,
@@ -80,22 +76,22 @@ def test_reference_free_losses_never_create_a_reference_model(
     run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, loss_type, model_loads
 ):
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type=loss_type, max_steps=1)
-    trainer = _train(run_adadpo, argv)
+    trainer = train(run_adadpo, argv)
     assert trainer.ref_model is None
     assert model_loads == ["LlamaForCausalLM"]  # the policy only
 
 
 def test_reference_based_loss_loads_its_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, model_loads):
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type="adadpo", max_steps=1)
-    trainer = _train(run_adadpo, argv)
+    trainer = train(run_adadpo, argv)
     assert trainer.ref_model is not None
     assert model_loads == ["LlamaForCausalLM"] * 2  # the policy, then TRL's reference (`create_model_from_path`)
 
 
 def test_auto_resume_from_last_checkpoint(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
     out = tmp_path / "out"
-    _train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, max_steps=2, save_steps=2))
-    trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, max_steps=4, save_steps=2))
+    train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, max_steps=2, save_steps=2))
+    trainer = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, max_steps=4, save_steps=2))
     steps = [entry["step"] for entry in trainer.state.log_history if "loss" in entry]
     assert steps == [1, 2, 3, 4] and (out / "checkpoint-4").exists()
 
@@ -106,13 +102,13 @@ def test_implicit_prompt_and_parquet_data(run_adadpo, tiny_model_dir, tmp_path):
     rows = preference_rows_with_margin(16, implicit_prompt=True)
     path = tmp_path / "hh.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(path))
-    trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, path, tmp_path / "out", loss_type="dpo", max_steps=1))
+    trainer = train(run_adadpo, tiny_run_args(tiny_model_dir, path, tmp_path / "out", loss_type="dpo", max_steps=1))
     assert "prompt_ids" in trainer.train_dataset.column_names
 
 
 def test_eval_split_metrics_are_logged(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", max_steps=2, test_split_size=0.25)
-    _train(run_adadpo, argv)
+    train(run_adadpo, argv)
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert math.isfinite(results["eval_loss"]) and "eval_rewards/accuracies" in results
 
@@ -127,5 +123,5 @@ def test_generated_dataset_path_plain_text(run_adadpo, tiny_model_dir, tmp_path)
     from adadpo.testing import make_preference_rows
 
     path = write_jsonl_atomic(tmp_path / "plain.jsonl", make_preference_rows(12, conversational=False))
-    trainer = _train(run_adadpo, tiny_run_args(tiny_model_dir, path, tmp_path / "out", loss_type="simpo", max_steps=1))
+    trainer = train(run_adadpo, tiny_run_args(tiny_model_dir, path, tmp_path / "out", loss_type="simpo", max_steps=1))
     assert len(trainer.train_dataset) == 12
