@@ -12,7 +12,7 @@ import json
 import tempfile
 
 from length_mix import make_length_mix_rows
-from throughput_harness import METHODS, build_trainer
+from throughput_harness import METHODS, build_bench_trainer
 
 
 FAMILIES = {
@@ -68,7 +68,7 @@ def main(argv=None):
         "bf16": False,
         "device": "cpu",
     }
-    trainer = build_trainer(spec, model, tokenizer, dataset)
+    trainer = build_bench_trainer(spec, model, tokenizer, dataset)
     profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
 
     class ProfileLastStep(TrainerCallback):

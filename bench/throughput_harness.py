@@ -90,7 +90,7 @@ def matmul_parameters(model) -> int:
     return total if head is not None and head.weight is embedding else total - embedding.numel()
 
 
-def build_trainer(spec: dict, model, tokenizer, dataset):
+def build_bench_trainer(spec: dict, model, tokenizer, dataset):
     """The trainer of `spec["method"]` with everything else shared: batch, length, seed, precision, no saving."""
     method = METHODS[spec["method"]]
     common = {
@@ -142,7 +142,7 @@ def run_worker(spec: dict) -> dict:
     )
     with open(spec["data_path"]) as f:
         dataset = datasets.Dataset.from_list([json.loads(line) for line in f])
-    trainer = build_trainer(spec, model, tokenizer, dataset)
+    trainer = build_bench_trainer(spec, model, tokenizer, dataset)
     counter = trainer.data_collator = CountingCollator(trainer.data_collator)
     timer = _step_timer(torch.cuda.synchronize if on_gpu else lambda: None)
     trainer.add_callback(timer)

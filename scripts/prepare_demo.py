@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-r"""`make demo` helper: prepare SmolLM2-135M-Instruct and a small preference set under .cache/ (once), or, with
+"""`make demo` helper: prepare SmolLM2-135M-Instruct and a small preference set under .cache/ (once), or, with
 `--report RUN_DIR`, print where a finished run's model and model card are and its final metrics.
 
-The code is `adadpo.cli.prepare_demo`.
+Usage and options: `python scripts/prepare_demo.py --help`. The code is `adadpo.cli.prepare_demo`.
 """
 
 import sys

@@ -1,10 +1,7 @@
 #!/usr/bin/env python
-r"""Train a causal LM on preference pairs with any loss of `adadpo.losses` (AdaDPO, DPO, SimPO, alpha-DPO, ...).
+"""Train a causal LM on preference pairs with any loss of `adadpo.losses` (AdaDPO, DPO, SimPO, alpha-DPO, ...).
 
-    accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml scripts/run_adadpo.py \
-        --config recipes/llama-3-8b-instruct/adadpo/config_full.yaml [--key=value ...]
-
-The code is `adadpo.cli.run_adadpo`.
+Usage and options: `python scripts/run_adadpo.py --help`. The code is `adadpo.cli.run_adadpo`.
 """
 
 import sys

@@ -3,19 +3,30 @@ of TRL / transformers objects are reached from `adadpo/training/trl_compat.py` a
 tests/training/test_trl_compat.py), and the packages import one way."""
 
 import ast
+import inspect
+import re
 from pathlib import Path
 
 import pytest
+from transformers import trainer as transformers_trainer
 from trl import DPOTrainer
+from trl.trainer import dpo_trainer as trl_dpo
 
 from tests.helpers.runs import REPO_ROOT
 
 
 SEAM = REPO_ROOT / "src" / "adadpo" / "training" / "trl_compat.py"
 PRIVATE_MODULES = ("trl.trainer", "trl.models")
-# Private names of TRL's DPOTrainer and everything it inherits (transformers' Trainer): overriding or touching one is
-# the seam's job.
-TRL_PRIVATE = {name for name in dir(DPOTrainer) if name.startswith("_") and not name.startswith("__")}
+# Private names of TRL's DPOTrainer and everything it inherits (transformers' Trainer), the class attributes and the
+# ones their methods set on an instance (`self._metrics = ...`): overriding or touching one is the seam's job.
+TRL_PRIVATE = {name for name in dir(DPOTrainer) if name.startswith("_") and not name.startswith("__")} | {
+    name
+    for module in (trl_dpo, transformers_trainer)
+    for name in re.findall(r"self\.(_[a-z]\w*)\s*=", inspect.getsource(module))
+}
+
+
+NAMED_ACCESS = ("getattr", "setattr", "hasattr", "delattr")
 
 
 def checked_files() -> list[Path]:
@@ -67,14 +78,21 @@ def violations_in(source: str, where: str) -> list[str]:
             found += [
                 f"{where}:{node.lineno} imports {a.name}" for a in node.names if a.name.startswith(PRIVATE_MODULES)
             ]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in NAMED_ACCESS:
+            name = node.args[1] if len(node.args) > 1 else None
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and _private(name.value):
+                found.append(f"{where}:{node.lineno} touches .{name.value} through {node.func.id}")
         elif isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.ctx, ast.Load | ast.Store):
             is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
             if not is_self or node.attr not in own:
                 found.append(f"{where}:{node.lineno} touches .{node.attr}")
         elif isinstance(node, ast.ClassDef):
             for item in node.body:
-                names = [item.name] if isinstance(item, ast.FunctionDef) else [
-                    t.id for t in getattr(item, "targets", []) if isinstance(t, ast.Name)]  # fmt: skip
+                names = (
+                    [item.name]
+                    if isinstance(item, ast.FunctionDef)
+                    else [t.id for t in getattr(item, "targets", []) if isinstance(t, ast.Name)]
+                )
                 found += [f"{where}:{item.lineno} overrides {n}" for n in names if n in TRL_PRIVATE]
     return found
 
@@ -97,6 +115,11 @@ def test_only_the_seam_reaches_into_trl_and_transformers():
         ("class T(DPOTrainer):\n    _tag_names = ['x']\n", "overrides _tag_names"),
         ("class T(DPOTrainer):\n    def _compute_loss(self, *a):\n        pass\n", "overrides _compute_loss"),
         ("from transformers.trainer import _is_peft_model\n", "imports _is_peft_model"),
+        (
+            "def f(config):\n    return getattr(config, '_name_or_path', '?')\n",
+            "touches ._name_or_path through getattr",
+        ),
+        ("class T:\n    def f(self):\n        self._tp_size = 2\n        return self._tp_size\n", "touches ._tp_size"),
     ],
 )
 def test_the_rule_catches_each_kind_of_reach(source, expected):
@@ -117,7 +140,7 @@ ALLOWED_IMPORTS = {
     "files": set(),
     "run_folder": set(),
     "data_checks": set(),
-    "demo": set(),
+    "demo": {"files"},
     "testing": set(),
     "evaluation": {"files"},
     "losses": {"user_numbers"},

@@ -49,8 +49,13 @@ def test_help_groups_say_what_each_key_controls():
 
 def test_scripts_answer_help_and_exit_zero():
     for script in ("run_adadpo.py", "preflight.py"):
-        result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--help"], env=harness_env(),
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "scripts" / script), "--help"],
+            env=harness_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert "--beta  (default: 0.1)" in result.stdout and "Traceback" not in result.stderr
     assert "--report" in result.stdout  # preflight's own options come first

@@ -65,8 +65,13 @@ def test_a_hyperparameter_declared_once_is_everywhere(tmp_path):
         "model_name_or_path: m\ndataset_name: d.jsonl\nloss_type: toy\nbeta: 0.1\nuse_cpu: true\nbf16: false\n"
         f"report_to: none\noutput_dir: {tmp_path / 'out'}\n"
     )
-    result = subprocess.run([sys.executable, "-c", DECLARE_AND_USE, str(tmp_path / "out"), str(recipe)],
-                            env=harness_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", DECLARE_AND_USE, str(tmp_path / "out"), str(recipe)],
+        env=harness_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert (

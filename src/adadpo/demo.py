@@ -5,12 +5,13 @@ import importlib.util
 import json
 import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from adadpo.files import publish_dir
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,10 +48,7 @@ def prepare_smollm2(target: str | Path = ".cache/smollm2-135m-instruct") -> Path
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
+    return publish_dir(tmp, target)
 
 
 def _sentence(rng: random.Random, topic: str) -> str:

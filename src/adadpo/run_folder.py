@@ -17,7 +17,7 @@
         logs/<cell>.log, sweep.slurm       console logs; the Slurm array script
         results.csv, results.md            every cell's final metrics
 
-Renaming a file is one edit here. Nothing in this module reads or writes.
+Renaming a file is one edit here. Nothing in this module writes; `RunFolder.is_finished` is its one read.
 """
 
 import os

@@ -14,33 +14,25 @@ from typing import Any
 YAML_HINT = "Write floats with a dot: `5.0e-7` (YAML reads `5e-7` as text)."
 
 
-def to_number(name: str, value: Any, *, integer: bool = False, from_text: bool = True) -> int | float:
-    """`value` as a number, or a ValueError naming `name`. Booleans are never numbers; text is read as a number only
-    with `from_text` (recipes and the command line), since a Python caller passing a string made a mistake."""
+def to_number(name: str, value: Any, *, from_text: bool = True, example: str | None = None) -> float:
+    """`value` as a number, or a ValueError naming `name` (and `example`, a value to write instead). Booleans are
+    never numbers; text is read as a number only with `from_text` (recipes, the command line): a Python caller
+    passing a string made a mistake."""
+    fix = f" Set e.g. {name}={example}." if example is not None else ""
     if isinstance(value, str) and from_text:
         try:
-            number = float(value)
+            return float(value)
         except ValueError:
-            raise ValueError(f"`{name}` must be a number, got the string {value!r}. {YAML_HINT}") from None
-        value = number
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"`{name}` must be a number, got the string {value!r}. {YAML_HINT}{fix}") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         hint = f" {YAML_HINT}" if isinstance(value, str) else ""
-        raise ValueError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).{hint}")
-    if integer:
-        if float(value) != int(value):
-            raise ValueError(f"`{name}` must be a whole number, got {value!r}.")
-        return int(value)
+        raise ValueError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).{hint}{fix}")
     return value
 
 
 def check_range(name: str, value: Any, ok, requirement: str, example: str) -> None:
     """`value` is a finite number (not text) with `ok(value)`, or a ValueError saying what is required and an example."""
-    if isinstance(value, str):  # a Python caller, or a recipe read without `AdaDPOConfig`
-        raise ValueError(
-            f"`{name}` must be a number, got the string {value!r}: YAML reads `5e-2` (no dot) as text; "
-            f"set e.g. {name}={example}"
-        )
-    number = to_number(name, value, from_text=False)
+    number = to_number(name, value, from_text=False, example=example)
     if not math.isfinite(float(number)) or not ok(float(number)):
         requirement = f" {requirement}" if requirement else ""
         raise ValueError(f"`{name}` must be a finite number{requirement}, got {value!r}; set e.g. {name}={example}")

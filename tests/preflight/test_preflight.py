@@ -11,8 +11,8 @@ import pytest
 
 from adadpo.cli import preflight as preflight_cli
 from adadpo.losses import PreferenceLoss
-from adadpo.preflight.identity import check_identity
 from adadpo.preflight.report import Report
+from adadpo.preflight.runner import check_micro_batches
 from adadpo.testing import CHATML_TEMPLATE, save_tiny_model
 from tests.helpers.runs import REPO_ROOT, tiny_run_args
 
@@ -169,11 +169,12 @@ def test_every_training_recipe_parses_through_preflight(preflight, recipe, tmp_p
     assert model_args.model_name_or_path and training_args.loss_type
 
 
-def test_identity_with_no_batch_is_a_fail_row_not_a_crash():
-    """An empty train split gives the identity check no micro-batch: one FAIL row naming the data, no exception."""
-    trainer = SimpleNamespace(loss_fn=PreferenceLoss("adadpo"))
+def test_no_micro_batch_is_one_fail_row_not_a_crash():
+    """An empty train split gives checks 2-4 no micro-batch: one FAIL row naming the data, no exception from the
+    checks that compare batches, and a report that stays JSON (no NaN)."""
+    trainer = SimpleNamespace(loss_fn=PreferenceLoss("adadpo"), args=SimpleNamespace(ref_logps_cache_dir=None))
     report = Report()
-    details = check_identity(report, trainer, [], reference=None, fix_reference="")
+    details = check_micro_batches(report, trainer, [], SimpleNamespace(mode="live"), world=1)
     (row,) = report.checks
     assert row.status == "FAIL" and "no micro-batch" in row.value and "dataset_name" in row.fix
-    assert details["losses"].numel() == 0 and report.exit_code() == 1
+    assert report.exit_code() == 1 and json.loads(json.dumps(details, allow_nan=False)) == {"step0_loss": None}

@@ -17,8 +17,6 @@ from trl.trainer import dpo_trainer as trl_dpo
 
 from adadpo.config import AdaDPOConfig
 from adadpo.training import trl_compat
-from adadpo.training.collators import preference_collator
-from adadpo.training.models import tokenizer_of
 from adadpo.training.trainer import AdaDPOTrainer
 from tests.helpers.runs import preference_rows_with_margin
 
@@ -133,19 +131,46 @@ def test_trl_keeps_the_tensor_parallel_size_it_divides_token_counts_by():
     assert "// self._tp_size" in source
 
 
-def test_the_collator_pads_with_the_tokenizer_inside_a_processor(tiny_model_dir, tmp_path):
-    """A multimodal model's `processing_class` is a processor wrapping its tokenizer: the pad id comes from that
-    tokenizer (reading `pad_token_id` off the processor raised AttributeError)."""
+def test_the_trainer_pads_with_the_tokenizer_inside_a_processor(tiny_model_dir, tmp_path):
+    """A multimodal model's `processing_class` is a processor wrapping its tokenizer: the trainer's collator pads
+    with that tokenizer's pad id (reading `pad_token_id` off the processor raised AttributeError). The rows come
+    tokenized: TRL 1.16 cannot tokenize text rows through a processor (its `common_prefix_length` gets nested ids)."""
     from transformers import ProcessorMixin
 
     class TextProcessor(ProcessorMixin):
         attributes = ["tokenizer"]
         tokenizer_class = "AutoTokenizer"
 
+    class PreTokenized(AdaDPOTrainer):
+        def _prepare_dataset(self, dataset, *args, **kwargs):
+            return dataset
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    processor = TextProcessor(tokenizer)
-    args = AdaDPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=32)
-    assert not hasattr(processor, "pad_token_id")
-    assert preference_collator(args, tokenizer_of(processor)).pad_token_id == tokenizer.pad_token_id
-    args.padding_free = True
-    assert preference_collator(args, tokenizer_of(processor)).pad_token_id == tokenizer.pad_token_id
+    rows = [{"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9, 2], "rejected_ids": [10, 2]} for _ in range(4)]
+    for padding_free in (False, True):
+        args = AdaDPOConfig(
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            max_length=32,
+            loss_type="dpo",
+            padding_free=padding_free,
+            max_steps=1,
+            save_strategy="no",
+        )
+        trainer = PreTokenized(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=TextProcessor(tokenizer),
+        )
+        assert trainer.data_collator.pad_token_id == tokenizer.pad_token_id
+        trainer.train()  # and it trains on those rows
+
+
+def test_a_trainer_built_directly_keeps_the_global_batch(tiny_model_dir, tmp_path):
+    """`global_batch_size` holds however the trainer is built (a library user, the benches), not only through
+    `build_trainer`: the accumulation is derived when the trainer is made."""
+    trainer = build(tiny_model_dir, tmp_path, loss_type="dpo", global_batch_size=8)
+    assert trainer.args.gradient_accumulation_steps == 4  # 8 pairs / (1 process x 2 per device)

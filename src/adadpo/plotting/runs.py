@@ -22,7 +22,6 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from adadpo.recipe import config_fields
 from adadpo.run_folder import RunFolder, SweepFolder
 
 
@@ -86,7 +85,11 @@ def load_run(run_dir: str | Path) -> Run:
     recipe = _run_recipe(run_dir)
 
     def value(key):
-        return recipe[key] if key in recipe else config_fields()[key].default
+        if key in recipe:
+            return recipe[key]
+        from adadpo.recipe import config_fields  # lazily: importing the configs imports trl (seconds), rarely needed
+
+        return config_fields()[key].default
 
     history = json.loads(state_path.read_text()).get("log_history", [])
     return Run(run_dir, str(value("loss_type")), float(value("beta")), float(value("learning_rate")), history)

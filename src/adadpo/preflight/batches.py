@@ -45,7 +45,7 @@ class ReferenceSource:
     def describe(self) -> str:
         if self.mode == "live":
             ref = self.trainer.ref_model
-            name = getattr(getattr(unwrap_model(ref), "config", None), "_name_or_path", "?") if ref else "adapter off"
+            name = unwrap_model(ref).config.name_or_path if ref else "adapter off"
             return f"live reference ({name})"
         if self.lookup:
             return f"{self.mode}: cache key {self.lookup['key']} ({'hit' if self.lookup['hit'] else 'miss'})"

@@ -61,7 +61,7 @@ def check_identity(report: Report, trainer, batches: list[list[dict]], reference
             "no micro-batch to check",
             "the train split is empty: check `dataset_name` / `dataset_mixture` and the data checks' drop counts",
         )
-        return {"step0_loss": float("nan"), "losses": torch.zeros(0)}
+        return {"step0_loss": None, "losses": torch.zeros(0)}  # None, not NaN: the --report file stays JSON
     tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
     identity_beta_w = spec.identity_beta_w(loss_fn.hparams) if spec.identity_beta_w is not None else None
     uses_reference = reference.mode != "reference-free"

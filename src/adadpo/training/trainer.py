@@ -18,6 +18,7 @@ from adadpo.data_checks import check_tokenized
 from adadpo.losses import PreferenceLoss
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, preference_collator
+from adadpo.training.launch_checks import apply_launch
 from adadpo.training.logps import sequence_logps
 from adadpo.training.metrics import pair_metrics
 from adadpo.training.model_card import write_model_card
@@ -48,6 +49,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
             raise TypeError("AdaDPOTrainer needs an `AdaDPOConfig` as `args`.")
         if isinstance(model, str):
             raise TypeError("Pass a loaded model (see `adadpo.training.models.get_model`), not a path.")
+        apply_launch(args)  # also for trainers built without `build_trainer`: `global_batch_size` always holds
         self.loss_fn = PreferenceLoss.from_config(args)  # built once: validated hyperparameters and state
         self.max_drop_fraction = max_drop_fraction
         self.launch_command = launch_command
