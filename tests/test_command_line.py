@@ -64,7 +64,7 @@ def test_scripts_answer_help_and_exit_zero():
 def test_no_flag_switches_off_a_boolean_that_defaults_to_true(tmp_path):
     flags = [n for n, f in config_fields().items() if f.type in (bool, "bool") and f.default is True]
     assert "adadpo_length_normalize" in flags
-    _, args, _ = parse_args(cli_args(tmp_path, "--no_adadpo_length_normalize"))
+    _, args, _ = parse_args(cli_args(tmp_path, "--loss_type=adadpo", "--no_adadpo_length_normalize"))
     assert args.adadpo_length_normalize is False
     _, args, _ = parse_args(cli_args(tmp_path, "--gradient_checkpointing=true", "--no_gradient_checkpointing"))
     assert args.gradient_checkpointing is False

@@ -26,7 +26,8 @@ DECLARE_AND_USE = textwrap.dedent(
     LOSS_HPARAMS["toy_weight"] = number("toy_weight", 0.25, lambda x: x > 0, "> 0", help="A made-up weight, 7f3a.")
 
     def toy_loss(inputs, *, beta, toy_weight):
-        return dpo_loss(inputs, beta=beta * toy_weight)
+        return dpo_loss(inputs, beta=beta * toy_weight, label_smoothing=0.0, f_divergence_type="reverse_kl",
+                        f_alpha_divergence_coef=1.0)
 
     LOSS_SPECS["toy"] = LossSpec("toy", toy_loss, needs_reference=True, formula="dpo at beta*w", paper="none")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import trl
 
-from adadpo.losses import LOSS_HPARAMS, HParam, get_loss_spec, validate_loss_hparams
+from adadpo.losses import LOSS_HPARAMS, LOSS_SPECS, HParam, PreferenceLoss
+from adadpo.upstream_options import field_defaults, option_conflicts, refusal_messages
 from adadpo.user_numbers import to_number
 
 
@@ -78,6 +79,9 @@ class ScriptArguments(trl.ScriptArguments):
     )
 
     def __post_init__(self):
+        refused = refusal_messages(self, field_defaults(type(self)))
+        if refused:
+            raise ValueError("This configuration cannot run as asked:\n  - " + "\n  - ".join(refused))
         if self.dataset_mixture is None and self.dataset_name is None:
             raise ValueError("No data: set `dataset_name` (Hub id or local file/folder) or `dataset_mixture`.")
         if not 0.0 <= self.max_drop_fraction <= 1.0:
@@ -93,8 +97,12 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
     """`trl.DPOConfig` plus the loss name, every loss hyperparameter of `adadpo.losses` and our training options."""
 
     loss_type: str = field(
-        default="adadpo",
-        metadata={"help": "Preference loss, a name from `adadpo.losses.LOSSES` (adadpo, dpo, simpo, ...)."},
+        default="sigmoid",
+        metadata={
+            "help": "The loss: a name of `adadpo.losses.LOSSES` (adadpo, dpo, simpo, ...; TRL's loss types by their "
+            "names, `sigmoid` being DPO), or several (a YAML list, or `a,b` on the command line), summed with "
+            "`loss_weights`. The default is TRL's, DPO; AdaDPO is `adadpo`."
+        },
     )
     global_batch_size: int | None = field(
         default=None,
@@ -123,23 +131,44 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         float_fields = [name for name, hparam in LOSS_HPARAMS.items() if hparam.kind is float]
         for name in (*float_fields, "learning_rate", "weight_decay", "warmup_steps"):
             setattr(self, name, number_from_recipe(name, getattr(self, name)))
-        super().__post_init__()  # TRL 1.16 turns a `loss_type` string into a list (its field names several losses)
-        if isinstance(self.loss_type, list | tuple):  # ours names exactly one loss
-            if len(self.loss_type) != 1:
-                raise ValueError(f"`loss_type` names one loss, got {self.loss_type}.")
-            self.loss_type = self.loss_type[0]
-        spec = get_loss_spec(self.loss_type)  # an unknown name raises, listing every loss
-        validate_loss_hparams(self.loss_hparams)
+        if isinstance(self.loss_type, str) and "," in self.loss_type:  # `--loss_type=sigmoid,sft` on the command line
+            self.loss_type = [name.strip() for name in self.loss_type.split(",")]
+        super().__post_init__()  # TRL 1.16: a `loss_type` string becomes a list; `loss_weights` must match its length
+        self.loss_type = self.loss_type[0] if len(self.loss_type) == 1 else list(self.loss_type)
+        # Builds the loss once as the trainer will: every name known, every value and combination checked
+        loss = PreferenceLoss(self.loss_names, weights=self.loss_weights, **self.loss_hparams)
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"`max_nonfinite_steps` must be >= 1, got {self.max_nonfinite_steps}.")
-        if not spec.needs_reference and (self.precompute_ref_log_probs or self.ref_logps_cache_dir):
+        problems = [
+            *refusal_messages(self, field_defaults(type(self))),
+            *self._unread_hparams(loss),
+            *option_conflicts(self, loss.needs_reference, self.loss_names),
+        ]
+        if problems:
+            raise ValueError("This configuration cannot run as asked:\n  - " + "\n  - ".join(problems))
+        if not loss.needs_reference and (self.precompute_ref_log_probs or self.ref_logps_cache_dir):
             warnings.warn(
-                f"`{self.loss_type}` is reference-free: `precompute_ref_log_probs` / `ref_logps_cache_dir` are "
+                f"`{loss.name}` is reference-free: `precompute_ref_log_probs` / `ref_logps_cache_dir` are "
                 "ignored and no reference model is loaded.",
                 stacklevel=2,
             )
             self.precompute_ref_log_probs = False
             self.ref_logps_cache_dir = None
+
+    @property
+    def loss_names(self) -> list[str]:
+        """The loss, or the losses summed (`loss_weights`), as named."""
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+    def _unread_hparams(self, loss: PreferenceLoss) -> list[str]:
+        """Loss hyperparameters set away from their default that no loss of this run reads."""
+        read = {name for spec in loss.specs for name in spec.hparams}
+        return [
+            f"`{name}: {value!r}` is not read by `{loss.name}`; the losses that read it: "
+            + ", ".join(n for n, spec in LOSS_SPECS.items() if name in spec.hparams)
+            for name, value in self.loss_hparams.items()
+            if name not in read and value != LOSS_HPARAMS[name].default
+        ]
 
     @property
     def loss_hparams(self) -> dict[str, Any]:

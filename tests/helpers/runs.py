@@ -65,6 +65,7 @@ def tiny_run_args(model_dir, data_path, output_dir, **overrides) -> list[str]:
         "seed": 0,
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
+        "loss_type": "adadpo",
     }
     args.update(overrides)
     return [f"--{key}={value}" for key, value in args.items() if value is not None]

@@ -129,6 +129,11 @@ ADA_TO_BASE = {
     "ada_cpo": "cpo",
     "ada_orpo": "orpo",
     "ada_simpo": "simpo",
+    "ada_hinge": "hinge",
+    "ada_exo_pair": "exo_pair",
+    "ada_robust": "robust",
+    "ada_discopop": "discopop",
+    "ada_sigmoid_norm": "sigmoid_norm",
 }
 
 
@@ -141,6 +146,7 @@ def test_every_ada_loss_has_a_base():
 def test_ada_with_ratio_forced_to_one_equals_base(ada, base, length_normalize):
     batch = with_grad(realistic_batch(batch_size=24, seed=4, dtype=torch.float64, max_len=30))
     hp = {"beta": 0.3, "rdpo_alpha": 0.02, "cpo_alpha": 0.7, "orpo_lambda": 0.4, "simpo_gamma": 0.3, "sft_weight": 0.2}
+    hp |= {"label_smoothing": 0.1, "discopop_tau": 0.05}  # EXO needs e > 0; robust and cDPO read it too
     # C = 1 and a huge k force beta_w / beta_l = min(k * ratio, 1) = 1 on every pair
     ada_out = preference_loss(
         ada, **batch, **hp, adadpo_clip=1.0, adadpo_scale=1e25, adadpo_length_normalize=length_normalize

@@ -15,6 +15,7 @@ from adadpo.losses import (
     LossSpec,
     preference_loss,
 )
+from tests.helpers.losses import required
 
 
 def batch(b=3, refs=True):
@@ -33,6 +34,9 @@ def batch(b=3, refs=True):
 def test_registry_is_sorted_complete_and_consistent():
     expected = {"dpo", "ipo", "rdpo", "cpo", "orpo", "simpo", "alpha_dpo", "madpo", "adadpo"}
     expected |= {"ada_ipo", "ada_rdpo", "ada_cpo", "ada_orpo", "ada_simpo"}
+    expected |= {"hinge", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired"}
+    expected |= {"apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}  # TRL 1.16's types (sigmoid = dpo)
+    expected |= {"ada_hinge", "ada_exo_pair", "ada_robust", "ada_discopop", "ada_sigmoid_norm"}
     assert set(LOSSES) == expected
     assert list(LOSSES) == sorted(LOSSES) and list(LOSS_SPECS) == list(LOSSES)
     for name, spec in LOSS_SPECS.items():
@@ -42,7 +46,7 @@ def test_registry_is_sorted_complete_and_consistent():
         with pytest.raises(dataclasses.FrozenInstanceError):
             spec.name = "x"
     reference_free = {n for n, s in LOSS_SPECS.items() if not s.needs_reference}
-    assert reference_free == {"simpo", "cpo", "orpo", "ada_simpo", "ada_cpo", "ada_orpo"}
+    assert reference_free == {"simpo", "cpo", "orpo", "ada_simpo", "ada_cpo", "ada_orpo", "sft"}
     assert [n for n, s in LOSS_SPECS.items() if s.needs_reward_margin] == ["madpo"]
     assert [n for n, s in LOSS_SPECS.items() if s.needs_margin_normalizer] == ["alpha_dpo"]
 
@@ -62,7 +66,7 @@ def test_unknown_loss_lists_every_name():
 @pytest.mark.parametrize("name", [n for n, s in LOSS_SPECS.items() if s.needs_reference])
 def test_reference_loss_without_reference_says_how_to_fix(name):
     with pytest.raises(ValueError, match="needs reference log-probs") as err:
-        preference_loss(name, **batch(refs=False))
+        preference_loss(name, **batch(refs=False), **required(name))
     message = str(err.value)
     assert "reference model" in message and "simpo" in message and "ada_orpo" in message
 
@@ -151,7 +155,7 @@ def test_every_default_is_valid_for_every_loss():
         extra = {"reward_margins": torch.zeros(3)} if name == "madpo" else {}
         if name == "alpha_dpo":
             extra = {"margin_normalizer": AlphaMarginNormalizer()}
-        out = preference_loss(name, **batch(), **extra, **LOSS_HPARAM_DEFAULTS)
+        out = preference_loss(name, **batch(), **extra, **{**LOSS_HPARAM_DEFAULTS, **required(name)})
         assert out.losses.shape == (3,) and {"beta_w", "beta_l", "clipped", "grad_balance"} <= set(out.metrics)
         for key in ("beta_w", "beta_l", "clipped", "grad_balance"):
             assert out.metrics[key].shape == (3,), (name, key)

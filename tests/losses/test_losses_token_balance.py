@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from adadpo.losses import LOSS_SPECS, LOSSES, AlphaMarginNormalizer, preference_loss
+from tests.helpers.losses import required
 
 
 def _pairs(seed=0, batch=16):
@@ -31,7 +32,7 @@ def _loss(name, tw, tl, rtw, rtl, nw, nl, **hparams):
         ref_chosen_logps=nw * rtw if ref else None,
         ref_rejected_logps=nl * rtl if ref else None,
         **extra,
-        **hparams,
+        **{**required(name), **hparams},
     )
 
 
@@ -40,7 +41,7 @@ def test_token_balance_matches_autograd_per_token(name):
     nw, nl, tw, tl, rtw, rtl = _pairs()
     tw, tl = tw.requires_grad_(), tl.requires_grad_()
     out = _loss(name, tw, tl, rtw, rtl, nw, nl)
-    grad_w, grad_l = torch.autograd.grad(out.losses.sum(), (tw, tl))
+    grad_w, grad_l = torch.autograd.grad(out.losses.sum(), (tw, tl), allow_unused=True, materialize_grads=True)
     # d/d(token log q) = grad / |y| (the |y| equal tokens share it); d/dq = that / q, q = exp(token log q)
     space_w = tw - rtw if LOSS_SPECS[name].needs_reference else tw
     space_l = tl - rtl if LOSS_SPECS[name].needs_reference else tl

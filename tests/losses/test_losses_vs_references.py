@@ -30,12 +30,14 @@ with warnings.catch_warnings():  # trl.experimental warns that its API may chang
     from trl.experimental.orpo import ORPOTrainer
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
+TOL_FLOAT32 = {"rtol": 1e-5, "atol": 1e-5}  # where TRL itself can only run in float32
 
 
 def close(got, want, what):
-    """Values (tensors or floats, e.g. TRL's logged metrics) compared in float64."""
+    """Values (tensors or floats, e.g. TRL's logged metrics) compared in float64 (from float32: looser)."""
+    tol = TOL_FLOAT32 if torch.as_tensor(want).dtype == torch.float32 else TOL
     got, want = (torch.as_tensor(v).to(torch.float64) for v in (got, want))
-    torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{what}: {m}")
 
 
 # ---- Inputs: per-token log-probs as autograd leaves, laid out as a causal LM batch -------------------------------
@@ -48,7 +50,7 @@ class Pairs:
     (what logits[:, t - 1] predict). Lengths include 1 and every chosen/rejected length differs at least once.
     """
 
-    def __init__(self, seed=0, prompt_lengths=(1, 1, 1, 1, 1, 1)):
+    def __init__(self, seed=0, prompt_lengths=(1, 1, 1, 1, 1, 1), dtype=torch.float64):
         g = torch.Generator().manual_seed(seed)
         self.nw = torch.tensor([1, 3, 7, 12, 5, 9])
         self.nl = torch.tensor([4, 1, 7, 6, 11, 2])
@@ -56,13 +58,13 @@ class Pairs:
         b, width = len(self.nw), int(max(self.nw.max(), self.nl.max()))
 
         def leaves(n_cols):
-            return (-(0.05 + 1.4 * torch.rand(b, n_cols, generator=g, dtype=torch.float64))).requires_grad_(True)
+            return (-(0.05 + 1.4 * torch.rand(b, n_cols, generator=g, dtype=torch.float64))).to(dtype).requires_grad_()
 
         self.tok_w, self.tok_l, self.tok_p = leaves(width), leaves(width), leaves(int(self.np.max()))
         self.mask_w = torch.arange(width) < self.nw[:, None]
         self.mask_l = torch.arange(width) < self.nl[:, None]
-        self.rw = self.lw.detach() + 3 * torch.randn(b, generator=g, dtype=torch.float64)
-        self.rl = self.ll.detach() + 3 * torch.randn(b, generator=g, dtype=torch.float64)
+        self.rw = self.lw.detach() + 3 * torch.randn(b, generator=g, dtype=torch.float64).to(dtype)
+        self.rl = self.ll.detach() + 3 * torch.randn(b, generator=g, dtype=torch.float64).to(dtype)
         self.seq_len = int((self.np + torch.maximum(self.nw, self.nl)).max())
 
     @property
@@ -77,8 +79,9 @@ class Pairs:
     def leaves(self):
         return [self.tok_w, self.tok_l, self.tok_p]
 
-    def ours(self, name, reference=True, **hparams):
+    def ours(self, name, reference=True, weights=None, **hparams):
         kwargs = {"ref_chosen_logps": self.rw, "ref_rejected_logps": self.rl} if reference else {}
+        kwargs |= {"weights": weights} if weights is not None else {}
         return preference_loss(
             name,
             policy_chosen_logps=self.lw,
@@ -99,7 +102,7 @@ class Pairs:
         pos = torch.arange(self.seq_len)
         prompt = pos < self.np[:, None]
         completion = ~prompt & (pos < (self.np + n)[:, None])
-        shifted = torch.zeros(len(n), self.seq_len - 1, dtype=torch.float64)
+        shifted = torch.zeros(len(n), self.seq_len - 1, dtype=tok.dtype)
         for i in range(len(n)):  # token t (t >= 1) is predicted at position t - 1
             p, m = int(self.np[i]), int(n[i])
             shifted[i, : p - 1] = self.tok_p[i, 1:p]
@@ -129,34 +132,61 @@ class IdentityAccelerator:
 
 class FusedHeadStub(torch.nn.Module):
     """Stands in for a model under TRL's fused LM head: `log_probs` are the given per-token log-probs (0 where there
-    is no completion label, as the fused head returns them), the diagnostics are zeros."""
+    is no completion label, as the fused head returns them), `log_sum_sq_probs` (WPO's) the given ones or zeros, the
+    other diagnostics zeros."""
 
-    def __init__(self, log_probs):
+    def __init__(self, log_probs, log_sum_sq_probs=None):
         super().__init__()
         self.log_probs = log_probs
+        self.log_sum_sq_probs = torch.zeros_like(log_probs) if log_sum_sq_probs is None else log_sum_sq_probs
 
     def forward(self, input_ids, attention_mask, labels, fused_lm_head, use_cache):
         assert fused_lm_head and input_ids.shape == labels.shape
         zeros = torch.zeros_like(self.log_probs)
-        return SimpleNamespace(log_probs=self.log_probs, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+        return SimpleNamespace(
+            log_probs=self.log_probs,
+            log_sum_sq_probs=self.log_sum_sq_probs,
+            entropy=zeros,
+            mean_logits=zeros,
+            is_top1=zeros.bool(),
+        )
 
 
-def trl_dpo_loss(pairs, loss_type, beta, ref_chosen=None, ref_rejected=None):
-    """TRL 1.16's DPO loss as `DPOTrainer._compute_loss` computes it, with precomputed reference log-probs."""
+def trl_dpo_loss(
+    pairs,
+    loss_type,
+    beta,
+    ref_chosen=None,
+    ref_rejected=None,
+    *,
+    loss_weights=None,
+    label_smoothing=0.0,
+    f_divergence_type="reverse_kl",
+    f_alpha_divergence_coef=0.5,
+    ld_alpha=None,
+    use_weighting=False,
+    log_sum_sq_probs=None,
+    discopop_tau=0.05,
+):
+    """TRL 1.16's DPO loss as `DPOTrainer._compute_loss` computes it, with precomputed reference log-probs and the
+    options of its DPOConfig that change the loss."""
     attention, completion, shifted = pairs.lm_batch()
     completion_logps = shifted * completion[:, 1:]  # the fused head gives 0 where labels are -100
+    loss_types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
     trainer = SimpleNamespace(
         model=SimpleNamespace(training=True),
         accelerator=IdentityAccelerator(),
         aux_loss_enabled=False,
-        ld_alpha=None,
+        ld_alpha=ld_alpha,
         precompute_ref_logps=True,
-        f_divergence_type="reverse_kl",
-        loss_types=[loss_type],
-        loss_weights=[1.0],
+        f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef,
+        loss_types=loss_types,
+        loss_weights=loss_weights or [1.0] * len(loss_types),
         beta=beta,
-        label_smoothing=0.0,
-        use_weighting=False,
+        label_smoothing=label_smoothing,
+        use_weighting=use_weighting,
+        args=SimpleNamespace(discopop_tau=discopop_tau),
         _metrics={"train": defaultdict(list)},
         _total_train_tokens=0,
         _tp_size=1,
@@ -168,7 +198,8 @@ def trl_dpo_loss(pairs, loss_type, beta, ref_chosen=None, ref_rejected=None):
         "ref_chosen_logps": pairs.rw if ref_chosen is None else ref_chosen,
         "ref_rejected_logps": pairs.rl if ref_rejected is None else ref_rejected,
     }
-    loss = DPOTrainer._compute_loss(trainer, FusedHeadStub(completion_logps), inputs, return_outputs=False)
+    model = FusedHeadStub(completion_logps, log_sum_sq_probs)
+    loss = DPOTrainer._compute_loss(trainer, model, inputs, return_outputs=False)
     return loss, trainer._metrics["train"]
 
 
@@ -538,7 +569,10 @@ def test_ada_losses_equal_the_formulas_of_docs_losses_md(name):
 
 
 def test_every_loss_is_checked_against_an_outside_implementation_here():
-    """A new loss must come with its cross-check in this file (or, for adadpo, Listing 1 in test_losses_adadpo)."""
+    """A new loss must come with its cross-check in this file, in test_losses_trl_types.py (TRL's loss types and
+    their Ada- versions), or, for adadpo, Listing 1 in test_losses_adadpo."""
+    from tests.losses.test_losses_trl_types import CHECKED_AGAINST_TRL
+
     checked = {"dpo", "ipo", "rdpo", "cpo", "simpo", "orpo", "alpha_dpo", "madpo", "adadpo"}
     checked |= {"ada_rdpo", "ada_ipo", "ada_cpo", "ada_simpo", "ada_orpo"}
-    assert set(LOSSES) == checked
+    assert set(LOSSES) == checked | CHECKED_AGAINST_TRL

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from adadpo.losses.balance import adaptive_coefficient, balance_space
-from adadpo.losses.dpo_family import ipo_terms, log_ratio_terms, rdpo_terms
+from adadpo.losses.dpo_family import ipo_terms, length_normalized_terms, log_ratio_terms, rdpo_terms
+from adadpo.losses.heads import HINGE, SIGMOID, SQUARE, Head, discopop_head, exo_head, robust_head, sigmoid_head
 from adadpo.losses.pairwise import PairTerms, pair_loss
 from adadpo.losses.simpo_family import cpo_terms, mean_logp_terms, orpo_terms
 from adadpo.losses.types import LossOutput, PreferenceInputs
@@ -28,7 +29,7 @@ def _adaptive_loss(
     length_normalize: bool,
     scale: float,
     clip: float | None,
-    head: str = "sigmoid",
+    head: Head = SIGMOID,
 ) -> LossOutput:
     coefficient = adaptive_coefficient(
         inputs, terms, balance_space(inputs, balance), length_normalize=length_normalize, scale=scale, clip=clip
@@ -44,21 +45,26 @@ def adadpo_loss(
     adadpo_length_normalize: bool,
     adadpo_balance: str,
     adadpo_scale: float,
+    label_smoothing: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
 ) -> LossOutput:
     """AdaDPO:  L = -log sigma(beta_w (lw - rw) - beta (ll - rl)),  beta_l = beta.
 
     Default (Stable AdaDPO, Listing 1): log_ratio = sg((lw-rw)/|yw| - (ll-rl)/|yl|), beta_w = beta min(exp(log_ratio), C).
     adadpo_length_normalize=False: eq. (6), beta_w = beta k sg(R_w/R_l) ("ratio", eq. 5) or beta k sg(P_w/P_l)
-    ("policy", eq. 4), clipped at C.
+    ("policy", eq. 4), clipped at C. label_smoothing and f_divergence_type as in `dpo_loss`: both responses keep one
+    f'(z), and an f-divergence score's slope enters the balance as s = da/dl.
     """
     return _adaptive_loss(
         inputs,
-        log_ratio_terms(inputs),
+        log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef),
         balance=adadpo_balance,
         beta_l=beta,
         length_normalize=adadpo_length_normalize,
         scale=adadpo_scale,
         clip=adadpo_clip,
+        head=sigmoid_head(label_smoothing),
     )
 
 
@@ -70,6 +76,8 @@ def ada_ipo_loss(
     adadpo_length_normalize: bool,
     adadpo_balance: str,
     adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
 ) -> LossOutput:
     """AdaIPO:  L = (beta_w (lw-rw)/|yw| - (ll-rl)/|yl| - 1/(2 beta))^2,  beta_l = 1,
 
@@ -78,13 +86,13 @@ def ada_ipo_loss(
     """
     return _adaptive_loss(
         inputs,
-        ipo_terms(inputs, beta),
+        ipo_terms(inputs, beta, log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)),
         balance=adadpo_balance,
         beta_l=1.0,
         length_normalize=adadpo_length_normalize,
         scale=adadpo_scale,
         clip=adadpo_clip,
-        head="square",
+        head=SQUARE,
     )
 
 
@@ -197,3 +205,115 @@ def exp_ratio_identity_beta_w(hparams: dict) -> float | None:
     if hparams["adadpo_balance"] == "policy":
         return None
     return hparams["beta"] * min(hparams["adadpo_scale"], hparams["adadpo_clip"] or math.inf)
+
+
+# ---- Ada- versions of TRL's DPO-form loss types (adadpo.losses.trl_family) ----------------------------------------
+
+
+def _ada_trl(
+    inputs: PreferenceInputs,
+    terms: PairTerms,
+    head: Head,
+    beta: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+) -> LossOutput:
+    return _adaptive_loss(
+        inputs,
+        terms,
+        balance=adadpo_balance,
+        beta_l=beta,
+        length_normalize=adadpo_length_normalize,
+        scale=adadpo_scale,
+        clip=adadpo_clip,
+        head=head,
+    )
+
+
+def ada_hinge_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """AdaHinge:  L = max(0, 1 - (beta_w x_w - beta x_l)),  beta_w as in AdaDPO (both sides share f'(z))."""
+    terms = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    return _ada_trl(inputs, terms, HINGE, beta, adadpo_clip, adadpo_length_normalize, adadpo_balance, adadpo_scale)
+
+
+def ada_exo_pair_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    label_smoothing: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """AdaEXO: EXO-pref's head at z = beta_w x_w - beta x_l, beta_w as in AdaDPO."""
+    terms = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    head = exo_head(label_smoothing)
+    return _ada_trl(inputs, terms, head, beta, adadpo_clip, adadpo_length_normalize, adadpo_balance, adadpo_scale)
+
+
+def ada_robust_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    label_smoothing: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """AdaRobust: robust DPO's head at z = beta_w x_w - beta x_l, beta_w as in AdaDPO."""
+    terms = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    head = robust_head(label_smoothing)
+    return _ada_trl(inputs, terms, head, beta, adadpo_clip, adadpo_length_normalize, adadpo_balance, adadpo_scale)
+
+
+def ada_discopop_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    discopop_tau: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """AdaDiscoPOP: DiscoPOP's head at z = beta_w x_w - beta x_l, beta_w as in AdaDPO."""
+    terms = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    head = discopop_head(discopop_tau)
+    return _ada_trl(inputs, terms, head, beta, adadpo_clip, adadpo_length_normalize, adadpo_balance, adadpo_scale)
+
+
+def ada_sigmoid_norm_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    adadpo_clip: float | None,
+    adadpo_length_normalize: bool,
+    adadpo_balance: str,
+    adadpo_scale: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """Ada length-normalized DPO:  L = -log sigma(beta_w x_w/|yw| - beta x_l/|yl|),  beta_w = beta sg(|yw| R_w /
+    (|yl| R_l)) (the length factor as for AdaIPO); Stable: beta sg((|yw|/|yl|) R_w^(1/|yw|) / R_l^(1/|yl|))."""
+    terms = length_normalized_terms(inputs, log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef))
+    return _ada_trl(inputs, terms, SIGMOID, beta, adadpo_clip, adadpo_length_normalize, adadpo_balance, adadpo_scale)

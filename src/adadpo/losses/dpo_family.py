@@ -13,29 +13,64 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adadpo.losses.heads import SQUARE, sigmoid_head
 from adadpo.losses.pairwise import PairTerms, pair_loss
 from adadpo.losses.types import LossOutput, PreferenceInputs
 
 
-def log_ratio_terms(inputs: PreferenceInputs) -> PairTerms:
-    """a = x = l - r (so da/dl = 1): the DPO scores."""
-    x_w = inputs.policy_chosen_logps - inputs.ref_chosen_logps
-    x_l = inputs.policy_rejected_logps - inputs.ref_rejected_logps
-    zeros = torch.zeros_like(x_w.detach())
-    return PairTerms(score_w=x_w, score_l=x_l, log_slope_w=zeros, log_slope_l=zeros)
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
 
-def ipo_terms(inputs: PreferenceInputs, beta: float) -> PairTerms:
-    """a = x / |y| (da/dl = 1/|y|), target margin 1/(2 beta)."""
+def f_divergence_score(x: Tensor, kind: str, alpha: float) -> tuple[Tensor, Tensor]:
+    """The score a = f'(t) of the log-ratio x = log t for DPO under an f-divergence (Wang et al. 2023, "Beyond
+    Reverse KL", arXiv 2309.16240), as TRL 1.16 computes it, and log(da/dx) (detached):
+
+        reverse_kl        a = x                              (DPO)
+        forward_kl        a = 1 - exp(-x)                    da/dx = exp(-x)
+        js_divergence     a = log 2 + log sigma(x)           da/dx = sigma(-x)
+        alpha_divergence  a = (exp((alpha-1) x) - 1)/(alpha-1), da/dx = exp((alpha-1) x); alpha = 1 is reverse_kl
+                          (TRL clamps (alpha-1) x at 80 before the exp, as here)
+    """
+    if kind == "reverse_kl" or (kind == "alpha_divergence" and abs(alpha - 1.0) < 1e-6):
+        return x, torch.zeros_like(x.detach())
+    if kind == "forward_kl":
+        return 1 - torch.exp(-x), -x.detach()
+    if kind == "js_divergence":
+        return math.log(2) + F.logsigmoid(x), F.logsigmoid(-x.detach())
+    if kind == "alpha_divergence":
+        t = torch.clamp((alpha - 1.0) * x, max=80.0)
+        return (torch.exp(t) - 1.0) / (alpha - 1.0), t.detach()
+    raise ValueError(f"f_divergence_type must be one of {list(F_DIVERGENCES)}, got {kind!r}")
+
+
+def log_ratio_terms(
+    inputs: PreferenceInputs, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 1.0
+) -> PairTerms:
+    """a = f'(l - r) per `f_divergence_score` (DPO's a = x = l - r, da/dl = 1, by default)."""
+    a_w, log_slope_w = f_divergence_score(
+        inputs.policy_chosen_logps - inputs.ref_chosen_logps, f_divergence_type, f_alpha_divergence_coef
+    )
+    a_l, log_slope_l = f_divergence_score(
+        inputs.policy_rejected_logps - inputs.ref_rejected_logps, f_divergence_type, f_alpha_divergence_coef
+    )
+    return PairTerms(score_w=a_w, score_l=a_l, log_slope_w=log_slope_w, log_slope_l=log_slope_l)
+
+
+def length_normalized_terms(inputs: PreferenceInputs, base: PairTerms) -> PairTerms:
+    """a / |y| (da/dl picks up 1/|y|): IPO's and sigmoid_norm's per-token scores."""
     nw, nl = inputs.chosen_lengths, inputs.rejected_lengths
-    base = log_ratio_terms(inputs)
-    return PairTerms(
+    return replace(
+        base,
         score_w=base.score_w / nw,
         score_l=base.score_l / nl,
-        log_slope_w=-torch.log(nw),
-        log_slope_l=-torch.log(nl),
-        margin=1.0 / (2.0 * beta),
+        log_slope_w=base.log_slope_w - torch.log(nw),
+        log_slope_l=base.log_slope_l - torch.log(nl),
     )
+
+
+def ipo_terms(inputs: PreferenceInputs, beta: float, base: PairTerms | None = None) -> PairTerms:
+    """a = x / |y| (da/dl = 1/|y|), target margin 1/(2 beta)."""
+    return replace(length_normalized_terms(inputs, base or log_ratio_terms(inputs)), margin=1.0 / (2.0 * beta))
 
 
 def rdpo_terms(inputs: PreferenceInputs, rdpo_alpha: float) -> PairTerms:
@@ -65,21 +100,34 @@ def madpo_weight(reward_margins: Tensor, *, c_max: float, c_min: float, lam: flo
     return torch.where(h > -tau, ratio, torch.ones_like(ratio))
 
 
-def dpo_loss(inputs: PreferenceInputs, *, beta: float) -> LossOutput:
-    """DPO:  L = -log sigma(beta [(lw - rw) - (ll - rl)]).
+def dpo_loss(
+    inputs: PreferenceInputs,
+    *,
+    beta: float,
+    label_smoothing: float,
+    f_divergence_type: str,
+    f_alpha_divergence_coef: float,
+) -> LossOutput:
+    """DPO (TRL's `sigmoid`):  L = -log sigma(beta [(lw - rw) - (ll - rl)]).
 
     Direct Preference Optimization: Your Language Model is Secretly a Reward Model (arXiv 2305.18290).
+    label_smoothing e > 0: conservative DPO, -(1-e) log sigma(z) - e log sigma(-z) (the DPO authors' note on noisy
+    preferences). f_divergence_type: the log-ratio scores of `f_divergence_score` (arXiv 2309.16240).
     """
-    return pair_loss(inputs, log_ratio_terms(inputs), beta_l=beta)
+    terms = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    return pair_loss(inputs, terms, beta_l=beta, head=sigmoid_head(label_smoothing))
 
 
-def ipo_loss(inputs: PreferenceInputs, *, beta: float) -> LossOutput:
+def ipo_loss(
+    inputs: PreferenceInputs, *, beta: float, f_divergence_type: str, f_alpha_divergence_coef: float
+) -> LossOutput:
     """IPO, length-normalized as in TRL:  L = ((lw - rw)/|yw| - (ll - rl)/|yl| - 1/(2 beta))^2  (beta plays tau).
 
     The coefficient on each log-ratio is 1 (reported as beta_w = beta_l = 1).
     A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv 2310.12036).
     """
-    return pair_loss(inputs, ipo_terms(inputs, beta), beta_l=1.0, head="square")
+    base = log_ratio_terms(inputs, f_divergence_type, f_alpha_divergence_coef)
+    return pair_loss(inputs, ipo_terms(inputs, beta, base), beta_l=1.0, head=SQUARE)
 
 
 def rdpo_loss(inputs: PreferenceInputs, *, beta: float, rdpo_alpha: float) -> LossOutput:

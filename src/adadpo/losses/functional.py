@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -33,14 +33,16 @@ TENSOR_ARGUMENTS = tuple(field.name for field in dataclasses.fields(PreferenceIn
 
 
 def preference_loss(
-    name: str,
+    name: str | Sequence[str],
     *,
+    weights: Sequence[float] | None = None,
     margin_normalizer: AlphaMarginNormalizer | None = None,
     margin_gather: Callable[[Tensor], Tensor] | None = None,
     update_margin_stats: bool | None = None,
     **tensors_and_hparams: Any,
 ) -> LossOutput:
-    """Compute the registered loss `name` on a batch of B pairs; see `PreferenceLoss` and docs/losses.md.
+    """Compute the registered loss `name` (or the sum of a list of losses, with `weights`) on a batch of B pairs; see
+    `PreferenceLoss` and docs/losses.md.
 
     Keywords: the batch (`policy_chosen_logps`, `policy_rejected_logps`, `chosen_lengths`, `rejected_lengths`,
     optional `ref_chosen_logps`, `ref_rejected_logps`, `reward_margins`; (B,) tensors) and hyperparameters by
@@ -52,8 +54,8 @@ def preference_loss(
     """
     tensors = {k: v for k, v in tensors_and_hparams.items() if k in TENSOR_ARGUMENTS}
     hparams = {k: v for k, v in tensors_and_hparams.items() if k not in TENSOR_ARGUMENTS}
-    loss = PreferenceLoss(name, margin_normalizer=margin_normalizer, **hparams)
+    loss = PreferenceLoss(name, weights=weights, margin_normalizer=margin_normalizer, **hparams)
     inputs = loss.inputs(**tensors)
-    if loss.spec.needs_margin_normalizer:
-        _check_normalizer(name, margin_normalizer, hparams)
+    if loss.normalizer is not None:
+        _check_normalizer(loss.name, margin_normalizer, hparams)
     return loss.compute(inputs, training=update_margin_stats, gather=margin_gather)

@@ -149,6 +149,28 @@ LOSS_HPARAMS: dict[str, HParam] = {
             ">= 0",
             help="MADPO: the hard/easy threshold on |h_rm|, log(0.999 / 0.001) as in the reference code.",
         ),
+        # TRL's DPOConfig options that change the loss (same names and defaults as TRL 1.16)
+        number(
+            "label_smoothing",
+            0.0,
+            lambda x: 0 <= x < 0.5,
+            "in [0, 0.5)",
+            help="Probability that a preference label is flipped: conservative DPO (dpo/sigmoid, adadpo), robust, "
+            "exo_pair (needs > 0), aot, aot_unpaired.",
+        ),
+        choice(
+            "f_divergence_type",
+            "reverse_kl",
+            ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"),
+            help="The divergence whose f'(ratio) scores each response in the DPO-form losses (reverse_kl is DPO; "
+            "arXiv 2309.16240).",
+        ),
+        number(
+            "f_alpha_divergence_coef",
+            0.5,
+            help="alpha of `f_divergence_type: alpha_divergence` (alpha = 1 is reverse_kl).",
+        ),
+        number("discopop_tau", 0.05, _positive, "> 0", help="tau of DiscoPOP's log-ratio modulation."),
     ]
 }
 # Derived, for readers and tests: the default of every hyperparameter.

@@ -31,6 +31,7 @@ def make_inputs(
     ref_chosen_logps: Tensor | None = None,
     ref_rejected_logps: Tensor | None = None,
     reward_margins: Tensor | None = None,
+    pair_log_weights: Tensor | None = None,
 ) -> PreferenceInputs:
     """Validate shapes and lengths (>= 1) and cast everything to the policy's float dtype (at least float32)."""
     lw = _check_vector("policy_chosen_logps", policy_chosen_logps, None)
@@ -61,4 +62,5 @@ def make_inputs(
         ref_chosen_logps=cast("ref_chosen_logps", ref_chosen_logps),
         ref_rejected_logps=cast("ref_rejected_logps", ref_rejected_logps),
         reward_margins=margins,
+        pair_log_weights=None if pair_log_weights is None else cast("pair_log_weights", pair_log_weights).detach(),
     )

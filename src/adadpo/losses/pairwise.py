@@ -3,29 +3,30 @@
 Each loss is written as
     z = beta_w * a_w - beta_l * a_l - m,      L = w * f(z) + nll(lw)
 with a "score" a(l) of the summed policy log-prob l (lw - rw for DPO, lw/|yw| for SimPO, ORPO's log-odds ...),
-a detached margin m, a detached pair weight w (MADPO's w(h_rm), ORPO's lambda), f(z) = -log sigma(z) ("sigmoid"
-head) or f(z) = z^2 ("square" head, IPO), and an optional NLL term on the chosen response (CPO, ORPO, SimPO's
-sft_weight). Base losses use beta_w = beta_l; the Ada- variants differ only in the stop-gradient beta_w.
+a detached margin m, a detached pair weight w (MADPO's w(h_rm), ORPO's lambda), a head f (`adadpo.losses.heads`:
+-log sigma(z) for DPO, z^2 for IPO, hinge, robust, EXO, DiscoPOP, conservative DPO) and an optional NLL term on the
+chosen response (CPO, ORPO, SimPO's sft_weight). Base losses use beta_w = beta_l; the Ada- variants differ only in
+the stop-gradient beta_w.
 
 Closed-form gradients (no autograd call), with s = da/dl:
     dL/dlw = -(w |f'(z)| beta_w s_w + |dnll/dlw|),   dL/dll = w |f'(z)| beta_l s_l
 and dL/dP = dL/dlog P / P, so the policy-space balance is
     |dL/dP_w| / |dL/dP_l| = |dL/dlw| / |dL/dll| * P_l / P_w,
 computed in log space (`grad_balance`). `token_grad_balance` is the same ratio per token at the geometric-mean
-token quantity q = (P/P_ref)^(1/|y|) (P^(1/|y|) for reference-free losses): |dL/dlw| / |dL/dll| * q_l / q_w. For the square head the common factor |f'(z)| = 2|z| cancels (no NLL there), so at z = 0,
-where both gradients vanish, the limit is reported.
+token quantity q = (P/P_ref)^(1/|y|) (P^(1/|y|) for reference-free losses): |dL/dlw| / |dL/dll| * q_l / q_w.
+Only the sigmoid head keeps |f'(z)| (its losses may add an NLL term); for the others the common factor cancels, so
+where f' vanishes (IPO at z = 0, hinge past its margin) the limit is reported.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from adadpo.losses.heads import SIGMOID, Head
 from adadpo.losses.numerics import LOG_BALANCE_CAP, saturated_exp
 from adadpo.losses.types import LossOutput, PreferenceInputs
 
@@ -78,13 +79,11 @@ def pair_loss(
     terms: PairTerms,
     *,
     beta_l: float,
-    head: Literal["sigmoid", "square"] = "sigmoid",
+    head: Head = SIGMOID,
     coefficient: AdaptiveCoefficient | None = None,
 ) -> LossOutput:
     """Assemble the per-pair loss, rewards and metrics from `terms` with beta_w = beta_l * exp(log_ratio)."""
-    lw = inputs.policy_chosen_logps
-    ll = inputs.policy_rejected_logps
-    ref = lw.detach()
+    ref = inputs.policy_chosen_logps.detach()
     if coefficient is None:
         log_ratio = torch.zeros_like(ref)
         clipped = torch.zeros_like(ref, dtype=torch.bool)
@@ -92,40 +91,42 @@ def pair_loss(
         log_ratio, clipped = coefficient.log_ratio.detach(), coefficient.clipped
     log_beta_w = math.log(beta_l) + log_ratio
     beta_w = beta_l * torch.exp(log_ratio)
-    beta_l_t = torch.full_like(ref, beta_l)
     margin = torch.as_tensor(terms.margin, dtype=ref.dtype, device=ref.device)
     weight = torch.as_tensor(terms.pair_weight, dtype=ref.dtype, device=ref.device)
 
     z = beta_w * terms.score_w - beta_l * terms.score_l - margin
-    if head == "sigmoid":
-        losses = -weight * F.logsigmoid(z) + terms.nll
-        log_abs_fprime = F.logsigmoid(-z.detach()) + torch.log(weight)
-    elif head == "square":
+    losses = weight * head.value(z) + terms.nll
+    if head.log_abs_slope is None:
         if not isinstance(terms.nll, float) or terms.nll != 0.0:
-            raise ValueError("the square head takes no NLL term (its |f'(z)| is cancelled in the balance)")
-        losses = weight * z.square()
+            raise ValueError(f"the {head.name} head takes no NLL term (its |f'(z)| is cancelled in the balance)")
         log_abs_fprime = torch.log(weight).expand_as(ref)
     else:
-        raise ValueError(f"unknown head {head!r}; expected 'sigmoid' or 'square'")
+        log_abs_fprime = head.log_abs_slope(z.detach()) + torch.log(weight)
 
     log_nll_slope = torch.as_tensor(terms.log_nll_slope, dtype=ref.dtype, device=ref.device)
     log_grad_w = torch.logaddexp(log_abs_fprime + log_beta_w + terms.log_slope_w, log_nll_slope)
     log_grad_l = log_abs_fprime + math.log(beta_l) + terms.log_slope_l
-    log_grad_balance = log_grad_w - log_grad_l + (ll.detach() - ref)
-    log_token_grad_balance = log_grad_w - log_grad_l + _log_mean_token_ratio(inputs)
-
-    metrics = {
-        "beta_w": beta_w,
-        "beta_l": beta_l_t,
-        "clipped": clipped,
-        "grad_balance": saturated_exp(log_grad_balance, LOG_BALANCE_CAP),
-        "log_grad_balance": log_grad_balance,
-        "token_grad_balance": saturated_exp(log_token_grad_balance, LOG_BALANCE_CAP),
-        **{k: v.detach() for k, v in terms.extra_metrics.items()},
-    }
     return LossOutput(
         losses=losses,
         chosen_rewards=(beta_w * terms.score_w).detach(),
         rejected_rewards=(beta_l * terms.score_l).detach(),
-        metrics=metrics,
+        metrics={
+            "beta_w": beta_w,
+            "beta_l": torch.full_like(ref, beta_l),
+            "clipped": clipped,
+            **balance_metrics(inputs, log_grad_w, log_grad_l),
+            **{k: v.detach() for k, v in terms.extra_metrics.items()},
+        },
     )
+
+
+def balance_metrics(inputs: PreferenceInputs, log_grad_w: Tensor, log_grad_l: Tensor) -> dict[str, Tensor]:
+    """`grad_balance` (|dL/dP_w| / |dL/dP_l|, saturated), its log, and `token_grad_balance`, from log|dL/dlw| and
+    log|dL/dll| (see the module docstring)."""
+    log_grad_balance = log_grad_w - log_grad_l + (inputs.policy_rejected_logps - inputs.policy_chosen_logps).detach()
+    log_token_grad_balance = log_grad_w - log_grad_l + _log_mean_token_ratio(inputs)
+    return {
+        "grad_balance": saturated_exp(log_grad_balance, LOG_BALANCE_CAP),
+        "log_grad_balance": log_grad_balance,
+        "token_grad_balance": saturated_exp(log_token_grad_balance, LOG_BALANCE_CAP),
+    }

@@ -4,11 +4,25 @@ arguments (`LossSpec.hparams`), each declared once in `adadpo.losses.hparams`.""
 
 from __future__ import annotations
 
-from adadpo.losses import adaptive, dpo_family, simpo_family
+from adadpo.losses import adaptive, dpo_family, simpo_family, trl_family
 from adadpo.losses.types import LossSpec
 
 
 _ADA_PAPER = "AdaDPO: Self-Adaptive Direct Preference Optimization with Balanced Gradient Updates (arXiv 2605.28440)"
+_SLIC = "Calibrating Sequence Likelihood Improves Conditional Language Generation (SLiC, arXiv 2210.00045)"
+_EXO = "Towards Efficient Exact Optimization of Language Model Alignment (arXiv 2402.00856)"
+_ROBUST = "Provably Robust DPO: Aligning Language Models with Noisy Feedback (arXiv 2403.00409)"
+_DISCOPOP = "Discovering Preference Optimization Algorithms with and for Large Language Models (arXiv 2406.08414)"
+_LN_DPO = "Length-normalized DPO, the SimPO paper's LN-DPO baseline (arXiv 2405.14734)"
+_AOT = "Distributional Preference Alignment of LLMs via Optimal Transport (arXiv 2406.05882)"
+_APO = "Anchored Preference Optimization and Contrastive Revisions (arXiv 2408.06266)"
+
+
+def _exo_needs_smoothing(hparams: dict) -> str | None:
+    if hparams["label_smoothing"] <= 0:
+        return "`exo_pair` needs `label_smoothing` > 0 (its target distribution is [1 - e, e]; the paper uses 1e-3)"
+    return None
+
 
 ALL_SPECS = [
     LossSpec(
@@ -137,5 +151,167 @@ ALL_SPECS = [
         formula="-log σ(β_w·lw/|yw| - β·ll/|yl| - γ) + sft_weight·(-lw/mean_batch(|yw|)), "
         "β_w = β·min(k·sg(|yw|P_w/(|yl|P_l)), C)",
         paper=_ADA_PAPER,
+    ),
+    # ---- TRL 1.16's loss types (adadpo.losses.trl_family), by TRL's names; `sigmoid` is `dpo` (LOSS_ALIASES) ----
+    LossSpec(
+        "hinge",
+        trl_family.hinge_loss,
+        needs_reference=True,
+        formula="max(0, 1 - β[(lw-rw) - (ll-rl)])",
+        paper=_SLIC,
+        identity_loss=trl_family.hinge_identity_loss,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "exo_pair",
+        trl_family.exo_pair_loss,
+        needs_reference=True,
+        formula="σ(z)(log σ(z) - log(1-ε)) + σ(-z)(log σ(-z) - log ε), z = β[(lw-rw) - (ll-rl)]",
+        paper=_EXO,
+        log_ratio_rewards=True,
+        check=_exo_needs_smoothing,
+    ),
+    LossSpec(
+        "nca_pair",
+        trl_family.nca_pair_loss,
+        needs_reference=True,
+        formula="-log σ(β(lw-rw)) - ½ log σ(-β(lw-rw)) - ½ log σ(-β(ll-rl))",
+        paper="Noise Contrastive Alignment of Language Models with Explicit Rewards (arXiv 2402.05369)",
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "robust",
+        trl_family.robust_loss,
+        needs_reference=True,
+        formula="(-(1-ε) log σ(z) + ε log σ(-z)) / (1 - 2ε), z = β[(lw-rw) - (ll-rl)]",
+        paper=_ROBUST,
+        identity_loss=dpo_family.dpo_identity_loss,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "bco_pair",
+        trl_family.bco_pair_loss,
+        needs_reference=True,
+        formula="-log σ(β(lw-rw)) - log σ(-β(ll-rl))",
+        paper="Binary Classifier Optimization for Large Language Model Alignment (arXiv 2404.04656)",
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "sppo_hard",
+        trl_family.sppo_hard_loss,
+        needs_reference=True,
+        formula="((lw-rw) - 1/(2β))² + ((ll-rl) + 1/(2β))²",
+        paper="Self-Play Preference Optimization for Language Model Alignment (arXiv 2405.00675)",
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "aot",
+        trl_family.aot_loss,
+        needs_reference=True,
+        formula="-(1-ε) log σ(βd) - ε log σ(-βd), d = sort_batch(lw - ll) - sort_batch(rw - rl)",
+        paper=_AOT,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "aot_unpaired",
+        trl_family.aot_unpaired_loss,
+        needs_reference=True,
+        formula="-(1-ε) log σ(βd) - ε log σ(-βd), d = sort_batch(lw - rw) - sort_batch(ll - rl)",
+        paper=_AOT,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "apo_zero",
+        trl_family.apo_zero_loss,
+        needs_reference=True,
+        formula="1 - σ(β(lw-rw)) + σ(β(ll-rl))",
+        paper=_APO,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "apo_down",
+        trl_family.apo_down_loss,
+        needs_reference=True,
+        formula="σ(β(lw-rw)) + 1 - σ(β[(lw-rw) - (ll-rl)])",
+        paper=_APO,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "discopop",
+        trl_family.discopop_loss,
+        needs_reference=True,
+        formula="-log σ(z)(1 - σ(z/τ)) + exp(-z) σ(z/τ), z = β[(lw-rw) - (ll-rl)]",
+        paper=_DISCOPOP,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "sft",
+        trl_family.sft_loss,
+        needs_reference=False,
+        formula="-Σ_batch lw / Σ_batch |yw| (the chosen responses' token-mean NLL)",
+        paper="The SFT term of Mixed Preference Optimization (MPO, arXiv 2411.10442)",
+    ),
+    LossSpec(
+        "sigmoid_norm",
+        trl_family.sigmoid_norm_loss,
+        needs_reference=True,
+        formula="-log σ(β[(lw-rw)/|yw| - (ll-rl)/|yl|])",
+        paper=_LN_DPO,
+        identity_loss=dpo_family.dpo_identity_loss,
+        log_ratio_rewards=True,
+    ),
+    # ---- their Ada- versions (adadpo.losses.adaptive): DPO-form heads, where the balance applies ----
+    LossSpec(
+        "ada_hinge",
+        adaptive.ada_hinge_loss,
+        needs_reference=True,
+        base="hinge",
+        formula="max(0, 1 - (β_w(lw-rw) - β(ll-rl))), β_w as in adadpo",
+        paper=_ADA_PAPER,
+        identity_loss=trl_family.hinge_identity_loss,
+        identity_beta_w=adaptive.exp_ratio_identity_beta_w,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "ada_exo_pair",
+        adaptive.ada_exo_pair_loss,
+        needs_reference=True,
+        base="exo_pair",
+        formula="exo_pair's head at z = β_w(lw-rw) - β(ll-rl), β_w as in adadpo",
+        paper=_ADA_PAPER,
+        identity_beta_w=adaptive.exp_ratio_identity_beta_w,
+        log_ratio_rewards=True,
+        check=_exo_needs_smoothing,
+    ),
+    LossSpec(
+        "ada_robust",
+        adaptive.ada_robust_loss,
+        needs_reference=True,
+        base="robust",
+        formula="robust's head at z = β_w(lw-rw) - β(ll-rl), β_w as in adadpo",
+        paper=_ADA_PAPER,
+        identity_loss=dpo_family.dpo_identity_loss,
+        identity_beta_w=adaptive.exp_ratio_identity_beta_w,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "ada_discopop",
+        adaptive.ada_discopop_loss,
+        needs_reference=True,
+        base="discopop",
+        formula="discopop's head at z = β_w(lw-rw) - β(ll-rl), β_w as in adadpo",
+        paper=_ADA_PAPER,
+        identity_beta_w=adaptive.exp_ratio_identity_beta_w,
+        log_ratio_rewards=True,
+    ),
+    LossSpec(
+        "ada_sigmoid_norm",
+        adaptive.ada_sigmoid_norm_loss,
+        needs_reference=True,
+        base="sigmoid_norm",
+        formula="-log σ(β_w(lw-rw)/|yw| - β(ll-rl)/|yl|), β_w = β·min(k·sg(|yw|R_w/(|yl|R_l)), C)",
+        paper=_ADA_PAPER,
+        identity_loss=dpo_family.dpo_identity_loss,
+        log_ratio_rewards=True,
     ),
 ]

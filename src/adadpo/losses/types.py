@@ -14,7 +14,8 @@ class PreferenceInputs:
     """One batch of B preference pairs, already validated and cast to a float dtype (at least float32).
 
     `*_logps` are summed log-probabilities of the completion tokens, `*_lengths` completion token counts (>= 1).
-    `reward_margins` is MADPO's per-pair h_rm = r(x, y_w) - r(x, y_l) from a reward model.
+    `reward_margins` is MADPO's per-pair h_rm = r(x, y_w) - r(x, y_l) from a reward model. `pair_log_weights` is
+    the log of a detached weight on each pair's loss (WPO's log w_w + log w_l, from the trainer's forward).
     """
 
     policy_chosen_logps: Tensor
@@ -24,6 +25,7 @@ class PreferenceInputs:
     ref_chosen_logps: Tensor | None = None
     ref_rejected_logps: Tensor | None = None
     reward_margins: Tensor | None = None
+    pair_log_weights: Tensor | None = None
 
 
 @dataclass
@@ -63,6 +65,7 @@ class LossSpec:
     identity_beta_w:      hparams -> beta_w at step 0 where the hyperparameters determine it, else None.
     log_ratio_rewards:    rewards are beta x log-ratios, so the reward margins are 0 at step 0.
     logged_metrics:       the per-pair diagnostics of `LossOutput.metrics` a trainer logs.
+    check:                hparams -> what is wrong with them for this loss (beyond each value's own range), or None.
     """
 
     name: str
@@ -78,6 +81,7 @@ class LossSpec:
     identity_beta_w: Callable[[dict], float | None] | None = None
     log_ratio_rewards: bool = False
     logged_metrics: tuple[str, ...] = PAIR_METRICS
+    check: Callable[[dict], str | None] | None = None
 
     @property
     def hparams(self) -> tuple[str, ...]:

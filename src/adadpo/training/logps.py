@@ -7,6 +7,13 @@ For sequence s with tokens x_1..x_n and completion positions C_s (prompt exclude
 the quantity every loss of the DPO family compares (DPO, Rafailov et al. 2023, Eq. 7; SimPO and alpha-DPO divide it by
 the length). The forward goes through TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`), which returns
 per-token log-probs of the labels without materialising the (tokens x vocab) logits.
+
+Padded and packed batches are reduced the same way: each scored position (a completion token predicted from its own
+sequence) adds to its sequence's sum. TRL's options that change that sum or weigh the pair are applied here:
+- `ld_alpha` (LD-DPO, Liu et al. 2024, arXiv 2409.06411): the tokens of the longer completion past the shorter one's
+  length count `ld_alpha` times: logp(s) = sum_{pos <= shared} + ld_alpha sum_{pos > shared}, shared = min(|yw|, |yl|).
+- `wpo` (WPO, Zhou et al. 2024, arXiv 2406.11827, eq. 2): each sequence's mean over its completion tokens of
+  log p(token) - log sum_v p(v)^2, detached; exp of the chosen's plus the rejected's weighs the pair's loss.
 """
 
 from dataclasses import dataclass
@@ -15,7 +22,7 @@ import torch
 from torch import Tensor
 
 from adadpo.training.packing import is_packed_batch, uses_flash_varlen
-from adadpo.training.trl_compat import fused_log_probs, get_attention_implementation
+from adadpo.training.trl_compat import fused_forward, fused_output, get_attention_implementation
 
 
 IGNORE_INDEX = -100
@@ -27,12 +34,16 @@ class SequenceLogps:
 
     `per_token_logps` is the fused head's output as computed: `(2B, T-1)` for a padded batch (entry t scores token
     t+1), `(R, T)` for a packed one (entry t scores token t+1 of the same row, zero where nothing is scored).
+    `wpo_log_weights` (2B,) is WPO's log weight of each sequence when asked for; `aux_loss` the MoE router loss the
+    model returned when asked for.
     """
 
     logps: Tensor
     lengths: Tensor
     num_tokens: Tensor
     per_token_logps: Tensor | None = None
+    wpo_log_weights: Tensor | None = None
+    aux_loss: Tensor | None = None
 
 
 def unwrap_model(model):
@@ -53,7 +64,48 @@ def packed_shift_labels(input_ids: Tensor, completion_mask: Tensor, sequence_ids
     return shift_labels
 
 
-def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogps:
+def _segment_sum(values: Tensor, owner: Tensor, num_sequences: int) -> Tensor:
+    """Sum of `values` per owner; owner `num_sequences` is the spare bucket of unscored positions, dropped."""
+    return values.new_zeros(num_sequences + 1).index_add(0, owner, values)[:-1]
+
+
+def _ld_weights(owner: Tensor, scored: Tensor, lengths: Tensor, ld_alpha: float) -> Tensor:
+    """LD-DPO's per-position weight: 1 up to the shorter completion of the pair, `ld_alpha` past it. A sequence's
+    positions are contiguous in flat order (padded rows, packed segments), so its k-th scored token is at
+    cumsum - (its first cumsum) + 1."""
+    num_sequences = len(lengths)
+    cumulative = torch.cumsum(scored.long(), dim=0)
+    first = torch.full((num_sequences + 1,), cumulative.numel() + 1, dtype=torch.long, device=owner.device)
+    first = first.scatter_reduce(0, owner, cumulative, reduce="amin")
+    position = cumulative - first[owner] + 1
+    half = num_sequences // 2
+    partner = torch.cat([torch.arange(half, num_sequences), torch.arange(0, half)]).to(lengths.device)
+    shared = torch.cat([torch.minimum(lengths, lengths[partner]), lengths.new_zeros(1)])
+    return torch.where(position <= shared[owner], 1.0, ld_alpha)
+
+
+def _reduce(outputs, log_probs: Tensor, owner: Tensor, scored: Tensor, n: int, ld_alpha, wpo) -> SequenceLogps:
+    """Per-sequence sums (LD-weighted with `ld_alpha`), lengths and, with `wpo`, WPO's log weights, from flat
+    per-position log-probs and each position's owner (`n` where nothing is scored)."""
+    flat = log_probs.reshape(-1)
+    lengths = torch.zeros(n + 1, dtype=torch.long, device=owner.device).index_add(0, owner, scored.long())[:-1]
+    weighted = flat if ld_alpha is None else flat * _ld_weights(owner, scored, lengths, ld_alpha).to(flat.dtype)
+    wpo_log_weights = None
+    if wpo:
+        log_sum_sq = fused_output(outputs, "log_sum_sq_probs")[..., -log_probs.size(-1) :].reshape(-1)
+        aligned = (flat - log_sum_sq).detach() * scored
+        wpo_log_weights = _segment_sum(aligned, owner, n) / lengths.clamp(min=1)
+    return SequenceLogps(
+        logps=_segment_sum(weighted, owner, n),
+        lengths=lengths,
+        num_tokens=torch.zeros(()),  # set by the caller
+        per_token_logps=log_probs,
+        wpo_log_weights=wpo_log_weights,
+        aux_loss=getattr(outputs, "aux_loss", None),
+    )
+
+
+def _packed_sequence_logps(model, batch: dict, ld_alpha, wpo, **forward_kwargs) -> SequenceLogps:
     input_ids, position_ids, sequence_ids = batch["input_ids"], batch["position_ids"], batch["sequence_ids"]
     num_sequences = 2 * int(batch["num_pairs"])
     shift_labels = packed_shift_labels(input_ids, batch["completion_mask"], sequence_ids)
@@ -61,7 +113,7 @@ def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogp
         # transformers only derives varlen `cu_seqlens` from position_ids for a single row (`_is_packed_sequence`);
         # with several rows it would run plain causal attention per row, across the sequences of each row.
         input_ids, position_ids, shift_labels = (x.reshape(1, -1) for x in (input_ids, position_ids, shift_labels))
-    log_probs = fused_log_probs(
+    outputs = fused_forward(
         model,
         input_ids=input_ids,
         position_ids=position_ids,
@@ -70,48 +122,43 @@ def _packed_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogp
         **forward_kwargs,
     )
     scored = (shift_labels != IGNORE_INDEX).reshape(-1)
-    # Segment sum: every scored position adds to its sequence; the rest go to a spare bucket (index 2B), dropped.
     owner = torch.where(scored, sequence_ids.reshape(-1), num_sequences)
-    logps = log_probs.new_zeros(num_sequences + 1).index_add(0, owner, log_probs.reshape(-1))[:-1]
-    lengths = torch.zeros(num_sequences + 1, dtype=torch.long, device=owner.device).index_add(0, owner, scored.long())
-    return SequenceLogps(
-        logps=logps,
-        lengths=lengths[:-1],
-        num_tokens=(sequence_ids >= 0).sum(),
-        per_token_logps=log_probs.view_as(batch["input_ids"]),
-    )
+    out = _reduce(outputs, outputs.log_probs.view_as(batch["input_ids"]), owner, scored, num_sequences, ld_alpha, wpo)
+    out.num_tokens = (sequence_ids >= 0).sum()
+    return out
 
 
-def _padded_sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogps:
+def _padded_sequence_logps(model, batch: dict, ld_alpha, wpo, **forward_kwargs) -> SequenceLogps:
     input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
     labels = input_ids.masked_fill(completion_mask == 0, IGNORE_INDEX)
-    log_probs = fused_log_probs(
+    outputs = fused_forward(
         model, input_ids=input_ids, attention_mask=batch["attention_mask"], labels=labels, **forward_kwargs
     )
     # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens (as TRL does)
-    log_probs = log_probs[:, -(input_ids.size(1) - 1) :]
-    return SequenceLogps(
-        logps=log_probs.sum(dim=1),
-        lengths=(labels[:, 1:] != IGNORE_INDEX).sum(dim=1),
-        num_tokens=batch["attention_mask"].sum(),
-        per_token_logps=log_probs,
-    )
+    log_probs = outputs.log_probs[:, -(input_ids.size(1) - 1) :]
+    scored = (labels[:, 1:] != IGNORE_INDEX).reshape(-1)
+    rows = torch.arange(input_ids.size(0), device=input_ids.device).unsqueeze(1).expand_as(log_probs).reshape(-1)
+    owner = torch.where(scored, rows, input_ids.size(0))
+    out = _reduce(outputs, log_probs, owner, scored, input_ids.size(0), ld_alpha, wpo)
+    out.num_tokens = batch["attention_mask"].sum()
+    return out
 
 
-def sequence_logps(model, batch: dict, **forward_kwargs) -> SequenceLogps:
+def sequence_logps(model, batch: dict, *, ld_alpha: float | None = None, wpo: bool = False, **forward_kwargs):
     """One forward of `model` (patched with `add_fused_lm_head`, possibly DDP/PEFT-wrapped) over a preference batch.
 
     `batch` is either TRL's padded `DataCollatorForPreference` output (`input_ids`, `attention_mask`,
     `completion_mask`) or `DataCollatorForPackedPreference`'s packed one. Both give the same `logps` and `lengths`
-    up to float round-off. Differentiable; call under `torch.no_grad()` for the reference model. `forward_kwargs`
-    go to the model unchanged.
+    up to float round-off. Differentiable; call under `torch.no_grad()` for the reference model. `ld_alpha` and
+    `wpo`: see the module docstring (`wpo` needs the fused head's `log_sum_sq_probs`, which TRL adds when its
+    `use_weighting` is set). `forward_kwargs` go to the model unchanged (e.g. `output_router_logits`).
     """
     if is_packed_batch(batch):
-        return _packed_sequence_logps(model, batch, **forward_kwargs)
+        return _packed_sequence_logps(model, batch, ld_alpha, wpo, **forward_kwargs)
     missing = [key for key in ("input_ids", "attention_mask", "completion_mask") if key not in batch]
     if missing:
         raise ValueError(
             f"sequence_logps needs a padded batch (input_ids, attention_mask, completion_mask) or a packed one "
             f"(input_ids, position_ids, completion_mask, sequence_ids, num_pairs, no attention_mask); missing {missing}."
         )
-    return _padded_sequence_logps(model, batch, **forward_kwargs)
+    return _padded_sequence_logps(model, batch, ld_alpha, wpo, **forward_kwargs)

@@ -28,7 +28,8 @@ __all__ = [
     "TRLCompatTrainer",
     "attention_implementation",
     "disable_gradient_checkpointing",  # no grad-checkpointing recompute in a no-grad reference forward
-    "fused_log_probs",
+    "fused_forward",
+    "fused_output",
     "get_attention_implementation",
     "refresh_deepspeed_config",
     "use_adapter",  # PEFT: the reference is the policy with its adapter off (or TRL's frozen `ref` adapter on)
@@ -208,18 +209,26 @@ class TRLCompatTrainer(DPOTrainer):
 # ---- TRL: the fused LM head ------------------------------------------------------------------------------------------
 
 
-def fused_log_probs(model, **inputs):
-    """Per-token log-probs of the labels from one forward, without the (tokens x vocab) logits. TRL 1.16's
-    `DPOTrainer.__init__` patches the policy and reference with `add_fused_lm_head`: called with `fused_lm_head=True`
-    and `labels` / `shift_labels`, the model returns them as `outputs.log_probs`."""
+def fused_forward(model, **inputs):
+    """One forward through TRL's fused LM head: per-token log-probs of the labels without the (tokens x vocab)
+    logits. TRL 1.16's `DPOTrainer.__init__` patches the policy and reference with `add_fused_lm_head`: called with
+    `fused_lm_head=True` and `labels` / `shift_labels`, the model returns them as `outputs.log_probs` (and, for the
+    policy, the outputs TRL asked for: `log_sum_sq_probs` with `use_weighting`)."""
     outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-    log_probs = getattr(outputs, "log_probs", None)
-    if log_probs is None:
+    fused_output(outputs, "log_probs")
+    return outputs
+
+
+def fused_output(outputs, name: str):
+    """`outputs.<name>` of the fused head, or an error saying how to get it."""
+    value = getattr(outputs, name, None)
+    if value is None:
         raise RuntimeError(
-            "The model returned no `log_probs`: patch it once with `trl.trainer.utils.add_fused_lm_head(model)` "
-            "(on the base model, before wrapping it with PEFT) before calling `sequence_logps`."
+            f"The model returned no `{name}`: patch it once with `trl.trainer.utils.add_fused_lm_head(model, "
+            f"outputs=(..., {name!r}))` (on the base model, before wrapping it with PEFT) before calling "
+            "`sequence_logps`; TRL's DPOTrainer does it for its own options (`use_weighting` adds log_sum_sq_probs)."
         )
-    return log_probs
+    return value
 
 
 # ---- transformers: the attention implementation --------------------------------------------------------------------
