@@ -119,6 +119,13 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         default=None,
         metadata={"help": "With `precompute_ref_log_probs`, reuse reference log-probs across runs from this folder."},
     )
+    do_eval: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The final evaluation on the eval split: unset, it runs whenever there is an eval split; false "
+            "skips it (alignment-handbook recipes set it); `eval_strategy` sets the evaluations during training."
+        },
+    )
     max_nonfinite_steps: int = field(
         default=3,
         metadata={"help": "Skip optimizer steps with a non-finite loss/gradient; stop after this many in a row."},

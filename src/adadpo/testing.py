@@ -58,10 +58,12 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
 def build_tiny_model(tokenizer, arch: str = "llama", hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
     """A random causal LM small enough to train in seconds on a CPU."""
     import torch
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, MixtralConfig, Qwen2Config
 
-    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mixtral": MixtralConfig}[arch]
+    experts = {"num_local_experts": 4, "num_experts_per_tok": 2} if arch == "mixtral" else {}  # a tiny MoE
     config = config_cls(
+        **experts,
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,

@@ -206,10 +206,7 @@ TRAINING_ARGUMENTS = {
     "debug": _tf(),
     "skip_memory_metrics": _tf(),
     "do_train": _ours("scripts/run_adadpo.py always trains (the handbook's run_dpo.py does not read it either)"),
-    "do_eval": _ours(
-        "the final evaluation runs when there is an eval split and `do_eval` (transformers sets it "
-        "when `eval_strategy` is not `no`)"
-    ),
+    "do_eval": _ours("the final evaluation on the eval split; `false` skips it (unset: it runs)"),
     "do_predict": _refused("there is no prediction stage; evaluate with scripts/evaluate.py"),
     "resume_from_checkpoint": _ours("a checkpoint folder, or `hub` (the newest pushed checkpoint)"),
     "local_rank": _tf("set by the launcher"),
@@ -313,3 +310,38 @@ def option_conflicts(args, needs_reference: bool, loss_names: list[str]) -> list
             "do not have; pack instead (`padding_free: true`), which wastes no compute on padding"
         )
     return problems
+
+
+def markdown_table() -> str:
+    """docs/upstream_options.md: `python -m adadpo.upstream_options > docs/upstream_options.md` (a test keeps it current)."""
+    groups = [
+        ("TRL's `DPOConfig` (beyond `TrainingArguments`)", DPO_CONFIG),
+        ("transformers' `TrainingArguments`", TRAINING_ARGUMENTS),
+        ("TRL's `ModelConfig`", MODEL_CONFIG),
+        ("TRL's `ScriptArguments`", SCRIPT_ARGUMENTS),
+    ]
+    counts = {
+        status: sum(o.status == status for o in UPSTREAM_OPTIONS.values())
+        for status in (OURS, TRL, TRANSFORMERS, REFUSED)
+    }
+    lines = [
+        "# Every upstream option, and what happens to it",
+        "",
+        "<!-- Generated from src/adadpo/upstream_options.py: python -m adadpo.upstream_options > docs/upstream_options.md -->",
+        "",
+        "A recipe is read into TRL's and transformers' config classes plus this project's fields. Every field of theirs "
+        "is listed here: applied by this project's code (`adadpo`, each with a test), applied by TRL or transformers "
+        "unchanged, or **refused** when set to anything but its default, before a model is loaded or a file is "
+        "written, with the reason and what to use instead. Applied options refused only in some combinations say so. "
+        "A test fails when a TRL or transformers upgrade adds a field that is not classified here.",
+        "",
+        f"{len(UPSTREAM_OPTIONS)} fields: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+    ]
+    for title, options in groups:
+        lines += ["", f"## {title}", "", "| field | applied by | what it does here |", "|---|---|---|"]
+        lines += [f"| `{name}` | {o.status} | {o.note} |" for name, o in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

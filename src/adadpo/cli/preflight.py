@@ -14,6 +14,7 @@ import sys
 
 from accelerate import PartialState
 
+from adadpo.cli import REFUSAL_ERRORS, is_refusal, refusals_before_training
 from adadpo.preflight.report import write_json
 from adadpo.preflight.runner import run_preflight
 from adadpo.recipe import parse_args, recipe_help
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
         print(__doc__.strip(), "", recipe_help("scripts/preflight.py"), sep="\n")
         return 0
     options, recipe_argv = split_options(argv)
-    script_args, training_args, model_args = parse_args(recipe_argv)
+    with refusals_before_training():
+        script_args, training_args, model_args = parse_args(recipe_argv)
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.WARNING)
     report, details = run_preflight(
         script_args, training_args, model_args, recipe_argv, options["sample_rows"], options["batches"]
@@ -57,4 +59,10 @@ def main(argv=None) -> int:
 
 
 def cli() -> int:
-    return main()
+    try:
+        return main()
+    except REFUSAL_ERRORS as error:
+        if not is_refusal(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -13,6 +13,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
+from adadpo.cli import REFUSAL_ERRORS, is_refusal, refusals_before_training
 from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.files import write_json_atomic
 from adadpo.hub.checkpoints import CheckpointPusher
@@ -51,13 +52,14 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # we push once, at the end, after everything is saved locally
     hub_token, training_args.hub_token = training_args.hub_token, None  # else pickled into training_args.bin
-    trainer = build_trainer(
-        script_args,
-        training_args,
-        model_args,
-        argv,
-        hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
-    ).trainer
+    with refusals_before_training():
+        trainer = build_trainer(
+            script_args,
+            training_args,
+            model_args,
+            argv,
+            hub_pusher=CheckpointPusher.from_args(training_args, push_to_hub, hub_token),  # `hub_strategy`
+        ).trainer
     eval_dataset = trainer.eval_dataset
     logger.info(
         "loss_type=%s beta=%s lr=%s world_size=%d per_device_batch=%d grad_accum=%d",
@@ -79,7 +81,7 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     metrics = {**train_result.metrics, "train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics, combined=False)
-    if eval_dataset is not None:
+    if eval_dataset is not None and training_args.do_eval is not False:  # unset: evaluate at the end
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics, combined=False)
@@ -116,7 +118,14 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
 
 def cli() -> int:
     try:
-        main(*parse_args(), argv=sys.argv[1:])
+        with refusals_before_training():
+            parsed = parse_args()
+        main(*parsed, argv=sys.argv[1:])
+    except REFUSAL_ERRORS as error:
+        if not is_refusal(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)  # the recipe, data or launch cannot run: the message says the fix
+        return 2
     except HubError as error:
         logger.error("%s", error)
         return 1

@@ -19,7 +19,7 @@ TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
 
 
 def _policy_tensors(trainer, batch: dict) -> dict:
-    policy = sequence_logps(trainer.model_wrapped, batch)
+    policy = sequence_logps(trainer.model_wrapped, batch, ld_alpha=trainer.args.ld_alpha)
     chosen, rejected = (x.float() for x in policy.logps.chunk(2))
     chosen_lengths, rejected_lengths = policy.lengths.chunk(2)
     return {
@@ -34,17 +34,23 @@ def _policy_tensors(trainer, batch: dict) -> dict:
 def _expected_losses(loss_fn, tensors: dict, reference: bool):
     """The per-pair loss the spec states at step 0; without a closed form, the same loss with the reference set
     exactly to the policy (reference-based) or recomputed through the functional form (reference-free)."""
-    spec = loss_fn.spec
-    if reference and spec.identity_loss is not None:
-        return spec.identity_loss(loss_fn.hparams, tensors["chosen_lengths"], tensors["rejected_lengths"])
+    closed_form = loss_fn.identity_losses(tensors["chosen_lengths"], tensors["rejected_lengths"])
+    if reference and closed_form is not None:
+        return closed_form
     if reference:
         own = {
             "ref_chosen_logps": tensors["policy_chosen_logps"],
             "ref_rejected_logps": tensors["policy_rejected_logps"],
         }
         return loss_fn(training=False, **own, **tensors).losses
+    hparams = {k: v for hp in loss_fn.component_hparams for k, v in hp.items()}
     functional = preference_loss(
-        loss_fn.name, **loss_fn.hparams, margin_normalizer=loss_fn.normalizer, update_margin_stats=False, **tensors
+        [spec.name for spec in loss_fn.specs],
+        weights=loss_fn.weights,
+        **hparams,
+        margin_normalizer=loss_fn.normalizer,
+        update_margin_stats=False,
+        **tensors,
     )
     return functional.losses
 
@@ -63,7 +69,7 @@ def check_identity(report: Report, trainer, batches: list[list[dict]], reference
         )
         return {"step0_loss": None, "losses": torch.zeros(0)}  # None, not NaN: the --report file stays JSON
     tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
-    identity_beta_w = spec.identity_beta_w(loss_fn.hparams) if spec.identity_beta_w is not None else None
+    identity_beta_w = loss_fn.identity_beta_w()
     uses_reference = reference.mode != "reference-free"
     worst = {"logp": 0.0, "ratio": 0.0, "loss": 0.0, "margin": 0.0, "beta_w": 0.0}
     losses = []

@@ -12,7 +12,7 @@ from trl import ModelConfig, get_peft_config
 
 from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.data import dataset_names, get_preference_datasets
-from adadpo.losses import LOSS_SPECS
+from adadpo.losses import get_loss_spec
 from adadpo.training.launch_checks import apply_launch
 from adadpo.training.models import get_model, get_tokenizer
 from adadpo.training.trainer import AdaDPOTrainer
@@ -46,7 +46,7 @@ def build_trainer(
         script_args,
         tokenizer,
         seed=training_args.seed,
-        needs_reward_margin=LOSS_SPECS[training_args.loss_type].needs_reward_margin,
+        needs_reward_margin=any(get_loss_spec(name).needs_reward_margin for name in training_args.loss_names),
     )
     eval_dataset = dataset.get("test")
     if eval_dataset is None and training_args.eval_strategy != "no":

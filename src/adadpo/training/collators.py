@@ -81,6 +81,7 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
     max_length: int | None = None
     truncation_mode: str = "keep_start"
     max_tokens_per_batch: int | None = None
+    pad_to_multiple_of: int | None = None
     return_tensors: str = "pt"
 
     def __post_init__(self):
@@ -106,6 +107,8 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
         lengths = padded["attention_mask"].sum(dim=1).tolist()
         rows = first_fit_rows(lengths, self.max_tokens_per_batch)
         row_length = max(sum(lengths[s] for s in row) for row in rows)
+        if self.pad_to_multiple_of:
+            row_length = -(-row_length // self.pad_to_multiple_of) * self.pad_to_multiple_of
 
         shape = (len(rows), row_length)
         input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
@@ -135,9 +138,15 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
 
 def preference_collator(args, tokenizer) -> PreferenceCollator | DataCollatorForPackedPreference:
     """The collator a run uses: packed rows with `padding_free`, else TRL's padded batches with our pair columns;
-    both truncate to `max_length` with `truncation_mode` and pad with the tokenizer's pad token (else EOS)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    common = {"pad_token_id": pad_id, "max_length": args.max_length, "truncation_mode": args.truncation_mode}
+    both truncate to `max_length` with `truncation_mode`, pad to a multiple of `pad_to_multiple_of`, and pad with
+    TRL's choice of token: `pad_token`, else the tokenizer's pad token, else EOS (padding is never scored)."""
+    pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
+    common = {
+        "pad_token_id": tokenizer.convert_tokens_to_ids(pad_token),
+        "max_length": args.max_length,
+        "truncation_mode": args.truncation_mode,
+        "pad_to_multiple_of": args.pad_to_multiple_of,
+    }
     if args.padding_free:
         return DataCollatorForPackedPreference(**common, max_tokens_per_batch=args.max_tokens_per_batch)
     return PreferenceCollator(**common)

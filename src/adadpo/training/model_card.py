@@ -8,7 +8,6 @@ import trl
 from huggingface_hub import ModelCard, ModelCardData
 
 from adadpo.files import redact, write_text_atomic
-from adadpo.losses import LOSS_SPECS
 
 
 logger = logging.getLogger(__name__)
@@ -67,10 +66,13 @@ def _table(rows: dict) -> str:
 def build_model_card(trainer, checkpoint_step: int | None = None) -> ModelCard:
     """The card of the finished run, or with `checkpoint_step` of a checkpoint pushed while training goes on."""
     args = trainer.args
-    spec = LOSS_SPECS[args.loss_type]
+    loss = trainer.loss_fn
     base_model = trainer.model.config.name_or_path if hasattr(trainer.model, "config") else "unknown"
     datasets = list(trainer.dataset_names)
-    hparams = {name: value for name, value in args.loss_hparams.items() if name in spec.hparams}
+    read = {name for spec in loss.specs for name in spec.hparams}
+    hparams = {name: value for name, value in args.loss_hparams.items() if name in read}
+    if len(loss.specs) > 1:
+        hparams["loss_weights"] = list(loss.weights)
     training = {
         "learning_rate": args.learning_rate,
         "global batch (pairs)": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
@@ -88,7 +90,7 @@ def build_model_card(trainer, checkpoint_step: int | None = None) -> ModelCard:
         base_model=base_model if base_model and not os.path.isdir(base_model) else None,
         datasets=[d for d in datasets if not os.path.exists(d)] or None,
         library_name="transformers",
-        tags=["adadpo", args.loss_type.replace("_", "-"), "trl", "preference-optimization"],
+        tags=["adadpo", *(name.replace("_", "-") for name in args.loss_names), "trl", "preference-optimization"],
         license=None,
     )
     text = CARD_TEMPLATE.format(
@@ -96,9 +98,12 @@ def build_model_card(trainer, checkpoint_step: int | None = None) -> ModelCard:
         model_name=args.hub_model_id or Path(args.output_dir).name,
         base_model=base_model,
         base_link=f"https://huggingface.co/{base_model}" if not os.path.isdir(str(base_model)) else base_model,
-        loss_name=args.loss_type,
-        paper=spec.paper,
-        formula=spec.formula,
+        loss_name=" + ".join(args.loss_names),
+        paper="; ".join(dict.fromkeys(spec.paper for spec in loss.specs)),
+        formula="  +  ".join(
+            f"{w:g} × ({spec.formula})" if len(loss.specs) > 1 else spec.formula
+            for spec, w in zip(loss.specs, loss.weights, strict=True)
+        ),
         datasets=", ".join(datasets) or "a preference dataset",
         hparams=_table({**hparams, "beta": args.beta}),
         training=_table(training),

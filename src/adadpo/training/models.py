@@ -67,5 +67,16 @@ def model_init_kwargs(model_args: ModelConfig, training_args) -> dict:
 def get_model(model_args: ModelConfig, training_args):
     check_model_path(model_args.model_name_or_path)
     kwargs = model_init_kwargs(model_args, training_args)
+    # TRL builds the reference from `model_init_kwargs` too, so the policy must get them: one model, two copies
+    extra = dict(training_args.model_init_kwargs or {})
+    clashes = {k: (v, kwargs[k]) for k, v in extra.items() if kwargs.get(k) is not None and str(v) != str(kwargs[k])}
+    if clashes:
+        raise ValueError(
+            "`model_init_kwargs` and the model arguments disagree: "
+            + "; ".join(f"{k}: {mine!r} vs {theirs!r}" for k, (mine, theirs) in clashes.items())
+            + ". Set each once: as its own recipe key (`dtype`, `attn_implementation`, `model_revision`, ...) where "
+            "there is one, in `model_init_kwargs` otherwise."
+        )
+    kwargs |= extra
     logger.info("Loading %s with %s", model_args.model_name_or_path, {k: str(v) for k, v in kwargs.items()})
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)

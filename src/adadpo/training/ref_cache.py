@@ -145,6 +145,8 @@ class ReferenceLogpsCache:
             "tokenizer": trainer.processing_class.name_or_path,
             "max_length": args.max_length,
             "truncation_mode": args.truncation_mode,
+            # LD-DPO weights the reference log-probs too (absent when unset, so earlier entries still hit)
+            **({"ld_alpha": args.ld_alpha} if args.ld_alpha is not None else {}),
             # the collator says whether sequences are packed: `args.padding_free` is switched off while TRL's
             # __init__ runs (it would refuse it), which is when the reference log-probs are precomputed
             "collator": type(trainer.data_collator).__name__,

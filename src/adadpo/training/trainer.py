@@ -101,7 +101,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
     def compute_ref_log_probs(self, model, inputs):
         """Reference log-probs of one batch (TRL's precompute calls this); packed batches work too."""
         with self._reference_context(), self.accelerator.autocast():
-            return sequence_logps(model, inputs).logps.chunk(2, dim=0)
+            return sequence_logps(model, inputs, ld_alpha=self.args.ld_alpha).logps.chunk(2, dim=0)
 
     def reference_logps(self, inputs):
         """(chosen, rejected) reference log-probs of a collated batch: its precomputed columns, else a forward of
@@ -109,13 +109,15 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         with self._reference_context():
-            return sequence_logps(self.ref_model or self.model, inputs).logps.chunk(2, dim=0)
+            return sequence_logps(self.ref_model or self.model, inputs, ld_alpha=self.args.ld_alpha).logps.chunk(2)
 
     # ---- Loss ---------------------------------------------------------------------------------------------------
 
     def compute_preference_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        policy = sequence_logps(model, inputs)
+        # TRL's options read in the forward: LD-DPO's weights, WPO's, and (MoE) the router's logits for its aux loss
+        router = {"output_router_logits": True} if self.aux_loss_enabled else {}
+        policy = sequence_logps(model, inputs, ld_alpha=self.args.ld_alpha, wpo=self.args.use_weighting, **router)
         chosen_logps, rejected_logps = policy.logps.chunk(2, dim=0)
         chosen_lengths, rejected_lengths = policy.lengths.chunk(2, dim=0)
         ref_chosen_logps = ref_rejected_logps = None
@@ -129,10 +131,16 @@ class AdaDPOTrainer(TRLCompatTrainer):
             ref_chosen_logps=ref_chosen_logps,
             ref_rejected_logps=ref_rejected_logps,
             reward_margins=inputs.get("reward_margin"),
+            pair_log_weights=sum(policy.wpo_log_weights.chunk(2)) if self.args.use_weighting else None,
             training=mode == "train",  # alpha-DPO: evaluation reads its running statistics, never updates them
             gather=self.accelerator.gather,
         )
         loss = out.losses.mean()
+        if self.aux_loss_enabled:  # as TRL: the load-balancing loss of the experts, weighted
+            loss = loss + self.router_aux_loss_coef * policy.aux_loss
+            self.add_logged_metric(
+                mode, "aux_loss", self.accelerator.gather_for_metrics(policy.aux_loss).mean().item()
+            )
         self._log_pair_metrics(mode, out, policy, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
         if return_outputs:  # Trainer's prediction_step reads `.logits`: expose the rewards there
             return loss, SimpleNamespace(logits=torch.stack([out.chosen_rewards, out.rejected_rewards], dim=1))

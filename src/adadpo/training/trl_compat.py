@@ -154,6 +154,10 @@ class TRLCompatTrainer(DPOTrainer):
         # TRL 1.16: `log` averages each list in `_metrics[mode]` into the logs, then clears them.
         self._metrics[mode][key] = [value]
 
+    def add_logged_metric(self, mode: str, key: str, value: float) -> None:
+        """One more value of `key` since the last log (TRL averages them, as it does for its own aux_loss)."""
+        self._metrics[mode][key].append(value)
+
     @property
     def total_train_tokens(self) -> int:
         # TRL 1.16: `_total_train_tokens`, the running count behind the `num_tokens` metric.

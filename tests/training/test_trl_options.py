@@ -1,0 +1,133 @@
+"""The DPOConfig options our trainer applies, end to end through `scripts/run_adadpo.py`'s `main` on the tiny model:
+each changes the numbers it should (and only those), and packed equals padded under it. The loss-level formulas are
+checked against TRL's own code in tests/losses/test_losses_trl_types.py."""
+
+import json
+
+import pytest
+import torch
+
+from adadpo.testing import save_tiny_model
+from adadpo.training.ref_cache import ReferenceLogpsCache
+from adadpo.training.trl_compat import get_attention_implementation
+from tests.helpers.runs import step_logs, tiny_run_args, train
+
+
+def first_losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in step_logs(trainer)]
+
+
+def run(run_adadpo, tiny_model_dir, pref_jsonl, out, **overrides):
+    common = {"loss_type": "dpo", "max_steps": 2, "save_strategy": "no", "learning_rate": 1.0e-2}
+    return train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, **{**common, **overrides}))
+
+
+@pytest.mark.parametrize("option", [{"use_weighting": True}, {"ld_alpha": 0.3}], ids=["wpo", "ld_alpha"])
+def test_weighting_options_change_the_loss_and_packing_keeps_it(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, option
+):
+    plain = first_losses(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "plain"))
+    padded = first_losses(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "padded", **option))
+    packed = first_losses(
+        run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "packed", padding_free=True, **option)
+    )
+    assert abs(padded[1] - plain[1]) > 1e-4, "the option changed nothing"  # step 2: after an update
+    assert packed == pytest.approx(padded, rel=1e-5, abs=1e-6)
+
+
+def test_ld_alpha_is_part_of_the_reference_cache_key(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    cache = tmp_path / "cache"
+    for name, option in (("plain", {}), ("ld", {"ld_alpha": 0.3}), ("ld-again", {"ld_alpha": 0.3})):
+        trainer = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / name, precompute_ref_log_probs=True,
+                      ref_logps_cache_dir=str(cache), **option)  # fmt: skip
+        assert isinstance(trainer.ref_cache, ReferenceLogpsCache)
+        assert trainer.ref_cache.lookups["train"]["hit"] == (name == "ld-again"), name
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
+
+
+def test_moe_router_loss_is_added_with_its_weight(run_adadpo, pref_jsonl, tmp_path):
+    """TRL adds router_aux_loss_coef x the experts' load-balancing loss; ours dropped it (a silent change of the
+    objective for MoE models). Step 1 (same weights, same batch): loss(coef) - loss(0) = coef x the logged aux_loss."""
+    moe = save_tiny_model(tmp_path / "moe", arch="mixtral")
+    with_aux = run(run_adadpo, moe, pref_jsonl, tmp_path / "aux", router_aux_loss_coef=0.5)
+    without = run(run_adadpo, moe, pref_jsonl, tmp_path / "none", router_aux_loss_coef=0.0)
+    first, plain = step_logs(with_aux)[0], step_logs(without)[0]
+    assert first["aux_loss"] > 0 and "aux_loss" not in plain
+    assert first["loss"] - plain["loss"] == pytest.approx(0.5 * first["aux_loss"], rel=1e-4)
+
+
+def test_model_init_kwargs_reach_policy_and_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    """TRL builds the reference from `model_init_kwargs`; the policy must be built from them too (it was not)."""
+    trainer = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "out",
+                  model_init_kwargs='{"attn_implementation": "eager"}')  # fmt: skip
+    policy, reference = (trainer.accelerator.unwrap_model(m) for m in (trainer.model, trainer.ref_model))
+    assert get_attention_implementation(policy) == get_attention_implementation(reference) == "eager"
+    assert get_attention_implementation(trainer.accelerator.unwrap_model(
+        run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "default").model)) == "sdpa"  # fmt: skip
+    with pytest.raises(ValueError, match="model_init_kwargs` and the model arguments disagree: dtype"):
+        run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "clash", model_init_kwargs='{"dtype": "bfloat16"}')
+    assert not (tmp_path / "clash").exists()
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_pad_to_multiple_of_pads_shapes_and_changes_no_number(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, padding_free, monkeypatch
+):
+    from adadpo.training import trainer as trainer_module
+
+    shapes = []
+    original = trainer_module.sequence_logps
+
+    def spy(model, batch, **kwargs):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return original(model, batch, **kwargs)
+
+    base = first_losses(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "base", padding_free=padding_free))
+    monkeypatch.setattr(trainer_module, "sequence_logps", spy)
+    padded = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "m", padding_free=padding_free,
+                 pad_to_multiple_of=48)  # fmt: skip
+    assert shapes and all(shape[-1] % 48 == 0 for shape in shapes)
+    assert first_losses(padded) == pytest.approx(base, rel=1e-5, abs=1e-6)
+
+
+def test_pad_token_pads_with_that_token_and_changes_no_number(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    base = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "base")
+    eos = base.processing_class.eos_token
+    other = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "eos", pad_token=eos)
+    assert other.data_collator.pad_token_id == other.processing_class.convert_tokens_to_ids(eos)
+    assert other.data_collator.pad_token_id != base.data_collator.pad_token_id
+    assert first_losses(other) == pytest.approx(first_losses(base), rel=1e-6, abs=1e-7)
+
+
+def test_truncation_mode_changes_what_is_trained(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    start = step_logs(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "s", max_length=24))[0]
+    end = step_logs(
+        run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "e", max_length=24, truncation_mode="keep_end")
+    )[0]
+    assert start["logps/chosen"] != pytest.approx(end["logps/chosen"], rel=1e-3)
+
+
+def test_do_eval_false_skips_the_final_evaluation(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "eval", test_split_size=4)
+    run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "no-eval", test_split_size=4, do_eval=False)
+    assert "eval_loss" in json.loads((tmp_path / "eval" / "all_results.json").read_text())
+    assert "eval_loss" not in json.loads((tmp_path / "no-eval" / "all_results.json").read_text())
+
+
+def test_sync_ref_model_moves_the_live_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    """TR-DPO: with mixup alpha 1 and a sync every step, the reference becomes the policy after each step."""
+    synced = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "sync", sync_ref_model=True,
+                 ref_model_sync_steps=1, ref_model_mixup_alpha=1.0)  # fmt: skip
+    fixed = run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "fixed")
+    for trainer, same in ((synced, True), (fixed, False)):
+        policy = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+        reference = trainer.accelerator.unwrap_model(trainer.ref_model).state_dict()
+        assert all(torch.equal(policy[k], reference[k]) for k in policy) == same
+
+
+def test_model_init_kwargs_that_contradict_the_model_arguments_are_refused(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path
+):
+    with pytest.raises(ValueError, match="model_init_kwargs` and the model arguments disagree: dtype"):
+        run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "clash", model_init_kwargs='{"dtype": "bfloat16"}')
+    assert not (tmp_path / "clash").exists()
