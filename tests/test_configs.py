@@ -104,13 +104,34 @@ def test_reference_free_loss_warns_that_reference_options_are_ignored(tmp_path):
     assert cfg.precompute_ref_log_probs is False and cfg.ref_logps_cache_dir is None
 
 
-@pytest.mark.parametrize(
-    "key, hint", [("torch_dtype", "use `dtype`"), ("max_prompt_length", "remove it"), ("warmup_ratio", "warmup_steps")]
-)
+@pytest.mark.parametrize("key, hint", [("gamma", "use `simpo_gamma`"), ("rpo_alpha", "use `sft_weight`")])
 def test_renamed_recipe_keys_get_a_hint(tmp_path, key, hint):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", key: 1}))
     with pytest.raises(ValueError, match=f"`{key}`: .*{hint}"):
+        parse_args(["--config", str(recipe), "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "old, value, new, expected",
+    [("torch_dtype", "bfloat16", "dtype", "bfloat16"), ("warmup_ratio", 0.1, "warmup_steps", 0.1),
+     ("hub_model_revision", "v2", "hub_revision", "v2")],
+)  # fmt: skip
+def test_keys_renamed_upstream_are_read_under_their_new_name_with_a_warning(tmp_path, old, value, new, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", old: value}))
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu=true", "--bf16=false"]
+    cli = ["--model_name_or_path=x", "--dataset_name=y", *argv[2:], f"--{old}={value}"]
+    for source, args in (("recipe", argv), ("command line", cli)):
+        with pytest.warns(UserWarning, match=f"`{old}` in .* is read as `{new}`"):
+            parsed = parse_args(args)
+        assert [getattr(config, new) for config in parsed if hasattr(config, new)] == [expected], source
+
+
+def test_a_warmup_ratio_of_one_or_more_is_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", "warmup_ratio": 1.0}))
+    with pytest.raises(ValueError, match=r"`warmup_ratio` .* must be in \[0, 1\)"):
         parse_args(["--config", str(recipe), "--output_dir", str(tmp_path)])
 
 

@@ -41,7 +41,7 @@ def _long_prompts(path):
 
 
 def _unknown_key_recipe(path):
-    path.write_text(yaml.safe_dump({"torch_dtype": "bfloat16"}))
+    path.write_text(yaml.safe_dump({"gamma": 0.5}))
     return path
 
 
@@ -56,7 +56,7 @@ BAD_INPUTS = {
         {"global_batch_size": 5}, None, ValueError, r"`global_batch_size` \(5\) must be a positive multiple",
     ),
     "beta_not_positive": ({"beta": 0.0}, None, ValueError, "beta"),
-    "unknown_recipe_key": ({}, "recipe", ValueError, r"`torch_dtype`: use `dtype`"),
+    "unknown_recipe_key": ({}, "recipe", ValueError, r"`gamma`: use `simpo_gamma`"),
     "missing_columns": ({}, _missing_columns, ValueError, r"no \['chosen', 'rejected'\] column\(s\); found .*good"),
     "wrong_roles": ({}, _wrong_roles, ValueError, r"row 7: `chosen` must start with an assistant message"),
     "prompts_longer_than_max_length": (

@@ -119,6 +119,20 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         default=None,
         metadata={"help": "With `precompute_ref_log_probs`, reuse reference log-probs across runs from this folder."},
     )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each prompt to its last this-many tokens (alignment-handbook's and older TRL's option; TRL "
+            "1.x truncates only prompt+completion with `max_length`). Part of the reference-cache key."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "alignment-handbook's key. true: start over instead of resuming from the checkpoints in "
+            "`output_dir`; they are moved aside into `output_dir/previous-runs/` (kept, never resumed from)."
+        },
+    )
     do_eval: bool | None = field(
         default=None,
         metadata={

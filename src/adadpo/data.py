@@ -40,31 +40,66 @@ def load_one(path: str, name: str | None = None, split: str = "train", data_file
     return datasets.load_dataset(path, name=name, data_files=data_files, split=split)
 
 
+def mixture_entries(mixture) -> list[dict]:
+    """`dataset_mixture.datasets` in one spelling: ours (`path`, `name`) or alignment-handbook's (`id`, `config`)."""
+    entries = mixture.get("datasets") if isinstance(mixture, dict) else None
+    if not entries:
+        raise ValueError(
+            "`dataset_mixture` needs a non-empty `datasets:` list of {id (or path), config?, split?, columns?, weight?}."
+        )
+    normalized = []
+    for entry in entries:
+        source = entry.get("path", entry.get("id"))
+        if source is None or ("path" in entry and "id" in entry):
+            raise ValueError(
+                f"Each `dataset_mixture.datasets` entry names its dataset once, as `id` or `path`; got {entry}."
+            )
+        if "name" in entry and "config" in entry:
+            raise ValueError(f"Give a dataset's configuration once, as `config` or `name`; got {entry}.")
+        normalized.append({**entry, "path": source, "name": entry.get("name", entry.get("config"))})
+    return normalized
+
+
+def mixture_seed(mixture, run_seed: int) -> int:
+    """The mixture's `seed`; unset, alignment-handbook's default 0 for its format (entries with `id`), else the
+    run's `seed` (so `--seed` changes a mixture written in ours)."""
+    if "seed" in mixture:
+        return int(mixture["seed"])
+    return 0 if any("id" in entry for entry in mixture["datasets"]) else run_seed
+
+
+def load_mixture(mixture, seed: int) -> Dataset:
+    """Each dataset's `columns`, a `weight` fraction of its rows drawn after shuffling with the mixture's seed (not
+    its first rows: sorted data would bias them), concatenated and shuffled again, as alignment-handbook does."""
+    parts = []
+    for entry in mixture_entries(mixture):
+        ds = load_one(entry["path"], entry["name"], entry.get("split", "train"), entry.get("data_files"))
+        if entry.get("columns"):
+            ds = ds.select_columns(entry["columns"])
+        weight = float(entry.get("weight", 1.0))
+        if not 0 < weight <= 1:
+            raise ValueError(f"`weight` of {entry['path']} must be in (0, 1], got {weight}.")
+        parts.append(ds.shuffle(seed=seed).select(range(int(len(ds) * weight))))
+    columns = [sorted(part.column_names) for part in parts]
+    if any(c != columns[0] for c in columns):
+        raise ValueError(
+            f"The datasets of `dataset_mixture` have different columns {columns}: give each the same `columns:` list."
+        )
+    return concatenate_datasets(parts).shuffle(seed=seed)
+
+
 def load_raw_datasets(script_args, seed: int = 42) -> DatasetDict:
     """Train (and optional test) splits from `dataset_mixture` or `dataset_name`, before any validation.
 
-    A held-out split (`test_split_size`) is drawn with the mixture's own `seed` where given, else with `seed` (the
-    run's `seed`), so `--seed` changes the split and every process draws the same one."""
+    A held-out split (`test_split_size`) is drawn with the mixture's seed (`mixture_seed`), or the run's `seed`
+    for `dataset_name`, so `--seed` changes the split and every process draws the same one."""
     splits: dict[str, Dataset] = {}
     if script_args.dataset_mixture is not None:
         mixture = script_args.dataset_mixture
-        entries = mixture.get("datasets") if isinstance(mixture, dict) else None
-        if not entries:
-            raise ValueError("`dataset_mixture` needs a non-empty `datasets:` list of {path, split?, weight?, ...}.")
-        parts = []
-        for entry in entries:
-            if "path" not in entry:
-                raise ValueError(f"Each `dataset_mixture.datasets` entry needs a `path`; got {entry}.")
-            ds = load_one(entry["path"], entry.get("name"), entry.get("split", "train"), entry.get("data_files"))
-            if entry.get("columns"):
-                ds = ds.select_columns(entry["columns"])
-            weight = float(entry.get("weight", 1.0))
-            if not 0 < weight <= 1:
-                raise ValueError(f"`weight` of {entry['path']} must be in (0, 1], got {weight}.")
-            parts.append(ds.select(range(int(round(weight * len(ds))))))
-        splits["train"] = concatenate_datasets(parts)
+        mixture_entries(mixture)  # every entry well-formed before anything is loaded
+        seed = mixture_seed(mixture, seed)
+        splits["train"] = load_mixture(mixture, seed)
         test_size = mixture.get("test_split_size", script_args.test_split_size)
-        seed = int(mixture.get("seed", seed))
     else:
         splits["train"] = load_one(
             script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
@@ -91,7 +126,7 @@ def load_raw_datasets(script_args, seed: int = 42) -> DatasetDict:
 def dataset_names(script_args) -> list[str]:
     """The datasets a recipe trains on, as the model card and error messages name them."""
     if script_args.dataset_mixture is not None:
-        return [str(entry.get("path", "?")) for entry in script_args.dataset_mixture["datasets"]]
+        return [str(entry["path"]) for entry in mixture_entries(script_args.dataset_mixture)]
     return [str(script_args.dataset_name)]
 
 
@@ -125,7 +160,9 @@ def get_preference_datasets(
             )
         if needs_reward_margin:
             dataset = add_reward_margin(dataset)
+        # `chat_template_kwargs` (e.g. SmolLM3's enable_thinking) and `tools` are read by TRL per row
         keep_cols = {"prompt", "chosen", "rejected", "reward_margin", "score_chosen", "score_rejected"}
+        keep_cols |= {"chat_template_kwargs", "tools"}
         dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep_cols])
         out[split] = dataset
     return DatasetDict(out)

@@ -41,6 +41,25 @@ def _extract_prompt(example: dict) -> dict:
     return extract_prompt(example)
 
 
+def _user_turns(messages: list) -> list[str]:
+    return [str(m.get("content") or "").strip() for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+
+
+def prompt_from_conversations(example: dict, index: int, source: str) -> dict:
+    """A `prompt` string beside `chosen` / `rejected` conversations that already hold it (UltraFeedback-binarized,
+    distilabel-capybara): the conversational prompt is the shared start of the two conversations, and the string
+    must be one of its user turns (the first or the last); otherwise the row is refused, naming it."""
+    shared = _extract_prompt({"chosen": example["chosen"], "rejected": example["rejected"]})
+    users = _user_turns(shared["prompt"])
+    if not users or example["prompt"].strip() not in (users[0], users[-1]):
+        raise ValueError(
+            f"{source} row {index}: the `prompt` string is not a user turn of the conversation `chosen` and "
+            f"`rejected` share ({users[:1] + users[-1:] or 'none'}), so the two disagree on what was asked. Drop the "
+            "`prompt` column (the shared start of the conversations is the prompt), or fix the row."
+        )
+    return shared
+
+
 def check_messages(example: dict, source: str, index: int) -> None:
     """Conversational rows: the prompt is a list of {role, content} turns, completions are assistant turns."""
     for key in ("prompt", "chosen", "rejected"):
@@ -81,6 +100,14 @@ def validate_preferences(dataset: Dataset, source: str, max_drop_fraction: float
         for index, example in enumerate(dataset):  # TRL's extract_prompt assumes well-typed rows
             row_format(example, ("chosen", "rejected"), source, index)
         dataset = dataset.map(_extract_prompt, desc=f"Extracting implicit prompts ({split})")
+    elif isinstance(dataset[0]["prompt"], str) and isinstance(dataset[0]["chosen"], list):
+        for index, example in enumerate(dataset):
+            row_format(example, ("chosen", "rejected"), source, index)
+        dataset = dataset.map(
+            lambda example, index: prompt_from_conversations(example, index, source),
+            with_indices=True,
+            desc=f"Taking the prompt from the conversations ({split})",
+        )
     for index, example in enumerate(dataset):
         if row_format(example, ("prompt", "chosen", "rejected"), source, index) == "conversational":
             check_messages(example, source, index)
@@ -109,14 +136,31 @@ def check_drop_fraction(before: int, after: int, source: str, split: str, reason
         )
 
 
-def check_tokenized(before: int, tokenized: Dataset, split: str, bos_token_id, max_length, max_drop_fraction: float):
-    """After TRL's tokenization (which drops rows whose prompt fills `max_length`): count what it dropped against
-    `max_drop_fraction`, and keep one BOS where a chat template and the tokenizer both add one."""
+def check_tokenized(
+    before: int,
+    tokenized: Dataset,
+    split: str,
+    bos_token_id,
+    args,
+    max_drop_fraction: float,
+) -> Dataset:
+    """After TRL's tokenization: keep one BOS where a chat template and the tokenizer both add one; cut each prompt to
+    its last `max_prompt_length` tokens (the old TRL / alignment-handbook option); then drop the rows whose prompt
+    still fills `max_length` under `keep_start` truncation (TRL's own filter, run after the cut so that a prompt the
+    cut shortens is kept), and count the drops against `max_drop_fraction`."""
     if "prompt_ids" not in tokenized.column_names:
         return tokenized
-    reason = f"prompt of >= max_length={max_length} tokens"
+    tokenized = drop_double_bos(tokenized, bos_token_id)
+    if args.max_prompt_length is not None:
+        tokenized = tokenized.map(
+            lambda ex: {"prompt_ids": ex["prompt_ids"][-args.max_prompt_length :]},
+            desc=f"Cutting prompts to their last {args.max_prompt_length} tokens ({split})",
+        )
+    if args.max_length is not None and args.truncation_mode == "keep_start":
+        tokenized = tokenized.filter(lambda ex: len(ex["prompt_ids"]) < args.max_length)
+    reason = f"prompt of >= max_length={args.max_length} tokens"
     check_drop_fraction(before, len(tokenized), "the tokenized data", split, reason, max_drop_fraction)
-    return drop_double_bos(tokenized, bos_token_id)
+    return tokenized
 
 
 def drop_double_bos(dataset, bos_token_id):

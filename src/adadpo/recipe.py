@@ -7,6 +7,7 @@ import enum
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -22,12 +23,15 @@ CONFIG_CLASSES = (ScriptArguments, AdaDPOConfig, ModelConfig)
 SECRET_FIELDS = {"hub_token"}
 
 
-# Recipe keys people carry over from older TRL / alignment-handbook recipes, and what to write instead.
+# Keys renamed upstream with one exact translation: accepted under the old name, with a warning naming the new one.
+TRANSLATED_KEYS = {
+    "torch_dtype": "dtype",  # transformers 5
+    "warmup_ratio": "warmup_steps",  # transformers 5: a warmup_steps float below 1 is a ratio of the total steps
+    "hub_model_revision": "hub_revision",  # alignment-handbook's name
+}
+# Recipe keys people carry over from older TRL / alignment-handbook recipes with no faithful meaning here, and what
+# to write instead.
 RENAMED_KEYS = {
-    "torch_dtype": "use `dtype` (transformers 5 renamed it)",
-    "max_prompt_length": "remove it: TRL 1.x truncates prompt+completion together with `max_length`",
-    "warmup_ratio": "use `warmup_steps: 0.1` (a float in [0, 1) is a ratio of total steps in transformers 5)",
-    "dataset_splits": "use `dataset_train_split` / `dataset_test_split`, or `dataset_mixture` with `test_split_size`",
     "gamma_beta_ratio": "use `simpo_gamma` (gamma itself, not gamma/beta)",
     "gamma": "use `simpo_gamma`",
     "ln": "length normalisation is part of each loss; pick `loss_type` instead",
@@ -121,6 +125,86 @@ def recipe_help(script: str = "scripts/run_adadpo.py") -> str:
     return "\n".join(lines)
 
 
+def translate_key(key: str, source: str) -> str:
+    """The current name of a key renamed upstream (with a warning), else the key."""
+    if key not in TRANSLATED_KEYS:
+        return key
+    warnings.warn(f"`{key}` in {source} is read as `{TRANSLATED_KEYS[key]}`, its current name.", stacklevel=3)
+    return TRANSLATED_KEYS[key]
+
+
+def refuse_dataset_mixer(recipe: dict, source: str) -> None:
+    """alignment-handbook's pre-2025 `dataset_mixer` / `dataset_splits`: refused, with the block to write instead."""
+    if "dataset_mixer" not in recipe and "dataset_splits" not in recipe:
+        return
+    mixer = recipe.get("dataset_mixer") or {"<dataset id>": 1.0}
+    splits = list(recipe.get("dataset_splits") or ["train"])
+    train_splits = [s for s in splits if "test" not in s] or ["train"]
+    entries = [
+        {"id": name, "split": split, "weight": float(weight)}
+        for name, weight in mixer.items()
+        for split in train_splits
+    ]
+    block = yaml.safe_dump(
+        {"dataset_mixture": {"datasets": entries, "seed": 0, "test_split_size": 0.05}}, sort_keys=False
+    )
+    raise ValueError(
+        f"{source} uses alignment-handbook's old `dataset_mixer` / `dataset_splits`, which it replaced with "
+        f"`dataset_mixture`. Write instead:\n\n{block}\n"
+        "A mixture has no named test split: `test_split_size` holds out a share of it (the splits named with "
+        f"`test` above, {[s for s in splits if 'test' in s] or 'none'}, are not used). One dataset with its own test "
+        "split: `dataset_name` + `dataset_test_split`."
+    )
+
+
+def read_recipe(path: str) -> dict:
+    """The recipe file's keys, current names (renamed keys translated), its `env` applied as TRL does."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Recipe {path!r} does not exist.")
+    with open(path) as f:
+        recipe = yaml.safe_load(f)
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {path} must be a YAML mapping of config keys.")
+    env = recipe.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise ValueError(f"`env` in {path} must be a mapping of environment variables.")
+    os.environ.update({key: str(value) for key, value in env.items()})
+    refuse_dataset_mixer(recipe, path)
+    if "warmup_ratio" in recipe and not 0 <= float(recipe["warmup_ratio"]) < 1:
+        raise ValueError(f"`warmup_ratio` in {path} must be in [0, 1) to be read as a ratio of the total steps.")
+    recipe = {translate_key(key, path): value for key, value in recipe.items()}
+    check_recipe_keys(recipe, path)
+    return recipe
+
+
+def translate_argv(argv: list[str]) -> list[str]:
+    """Command-line `--old_name[=value]` of renamed keys as their current names (with a warning)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if arg.startswith("--") and key[2:] in TRANSLATED_KEYS:
+            arg = f"--{translate_key(key[2:], 'the command line')}{sep}{value}"
+        out.append(arg)
+    return out
+
+
+# Fields that take a mapping: on the command line their value is YAML / JSON text (`--column_mapping={a: b}`).
+MAPPING_FIELDS = ("dataset_mixture", "column_mapping")
+
+
+def mapping_overrides(argv: list[str]) -> dict:
+    """The `--<mapping field>=<YAML>` arguments, parsed."""
+    out = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key[2:] in MAPPING_FIELDS:
+            parsed = yaml.safe_load(value)
+            if not isinstance(parsed, dict):
+                raise ValueError(f"`{key[2:]}` on the command line must be a YAML / JSON mapping, got {value!r}.")
+            out[key[2:]] = parsed
+    return out
+
+
 def parse_args(argv: list[str] | None = None):
     """`--config recipe.yaml` plus `--key=value` overrides into (ScriptArguments, AdaDPOConfig, ModelConfig);
     `--help` prints every key and exits."""
@@ -128,17 +212,25 @@ def parse_args(argv: list[str] | None = None):
     if "-h" in argv or "--help" in argv:
         print(recipe_help())
         raise SystemExit(0)
+    recipe = {}
     if "--config" in argv:
-        path = argv[argv.index("--config") + 1]
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Recipe {path!r} does not exist.")
-        with open(path) as f:
-            recipe = yaml.safe_load(f)
-        if not isinstance(recipe, dict):
-            raise ValueError(f"Recipe {path} must be a YAML mapping of config keys.")
-        check_recipe_keys(recipe, path)
+        at = argv.index("--config")
+        recipe = read_recipe(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+    argv = translate_argv(argv)
     check_recipe_keys({key: None for key in command_line_keys(argv)}, "the command line")
-    return TrlParser(CONFIG_CLASSES).parse_args_and_config(argv)
+    recipe |= mapping_overrides(argv)  # `--dataset_mixture={...}`: argparse cannot parse a mapping
+    argv = [arg for arg in argv if arg.split("=", 1)[0][2:] not in MAPPING_FIELDS or "=" not in arg]
+    if "loss_type" not in recipe and "loss_type" not in command_line_keys(argv):
+        warnings.warn(
+            "`loss_type` is not set: training `sigmoid` (DPO), TRL's default. AdaDPO is `loss_type: adadpo`. An "
+            "alignment-handbook ORPO recipe needs `loss_type: orpo`, with its `beta` written as `orpo_lambda` (TRL's "
+            "ORPOConfig calls ORPO's lambda `beta`).",
+            stacklevel=2,
+        )
+    parser = TrlParser(CONFIG_CLASSES)
+    parser.set_defaults_with_config(**recipe)  # every key is a field (checked above): nothing is left over
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def _plain(value):

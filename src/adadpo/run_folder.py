@@ -2,6 +2,7 @@
 
     <output_dir>/                          RunFolder
         checkpoint-<N>/                    transformers' checkpoint + COUNTERS_FILE (+ NORMALIZER_FILE for alpha-DPO)
+        previous-runs/<time>/checkpoint-<N>/  an earlier run's checkpoints, set aside by `overwrite_output_dir`
         .checkpoint-staging/<name>/        a checkpoint (or a Hub download) being written; renamed whole when complete
         .hub-push/checkpoint-<N>/          hard-linked snapshots of checkpoints being pushed to the Hub
         README.md                          the model card
@@ -17,7 +18,7 @@
         logs/<cell>.log, sweep.slurm       console logs; the Slurm array script
         results.csv, results.md            every cell's final metrics
 
-Renaming a file is one edit here. Nothing in this module writes; `RunFolder.is_finished` is its one read.
+Renaming a file is one edit here. Nothing in this module writes; it reads only to find what exists.
 """
 
 import os
@@ -38,6 +39,7 @@ TENSORBOARD_RUNS = "runs"
 COUNTERS_FILE = "adadpo_counters.json"
 NORMALIZER_FILE = "alpha_margin_normalizer.json"  # the loss's state (name kept so existing checkpoints resume)
 SWEEP_REF_CACHE = "ref_cache"
+PREVIOUS_RUNS = "previous-runs"
 
 
 def checkpoint_name(step: int) -> str:
@@ -77,6 +79,13 @@ class RunFolder:
     def checkpoint(self, step: int) -> Path:
         return self.root / checkpoint_name(step)
 
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"{CHECKPOINT_PREFIX}-*") if p.is_dir())
+
+    @property
+    def previous_runs(self) -> Path:
+        return self.root / PREVIOUS_RUNS
+
     def is_finished(self) -> bool:
         return self.all_results.is_file()
 
@@ -90,6 +99,7 @@ def not_pushed_at_the_end() -> list[str]:
         f"{HUB_SNAPSHOTS}/*",
         "*.tmp",
         f"{TENSORBOARD_RUNS}/*",
+        f"{PREVIOUS_RUNS}/*",
         f"{SWEEP_REF_CACHE}/*",
     ]
 

@@ -91,14 +91,15 @@ def test_normalize_turns_yaml_text_floats_into_floats():
 def test_every_problem_is_reported_at_once_with_the_fix():
     with pytest.raises(ValueError) as err:
         validate_and_normalize(
-            {**BASE_RECIPE, "torch_dtype": "bfloat16"},
+            {**BASE_RECIPE, "torch_dtype": "bfloat16", "gamma": 0.5},
             {"learnin_rate": [1e-6], "beta": [0.1], "output_dir": ["x"]},
             {"beta": 0.2, "ref_logps_cache_dir": "c"},
             True,
         )
     message = str(err.value)
     assert "did you mean `learning_rate`" in message
-    assert "use `dtype`" in message  # the renamed-key hint from adadpo.config
+    assert "use `simpo_gamma`" in message  # the renamed-key hint from adadpo.recipe
+    assert "torch_dtype" not in message  # renamed with one exact translation: accepted (run_adadpo reads it)
     assert "`output_dir` is set by the sweep" in message
     assert "--no_shared_ref_cache" in message
     assert "`beta` is both a grid axis and a --set override" in message

@@ -174,3 +174,11 @@ def test_a_trainer_built_directly_keeps_the_global_batch(tiny_model_dir, tmp_pat
     `build_trainer`: the accumulation is derived when the trainer is made."""
     trainer = build(tiny_model_dir, tmp_path, loss_type="dpo", global_batch_size=8)
     assert trainer.args.gradient_accumulation_steps == 4  # 8 pairs / (1 process x 2 per device)
+
+
+def test_trl_drops_long_prompts_by_reading_max_length_alone():
+    """`_prepare_dataset` switches TRL's filter off by unsetting `args.max_length` for the call (our hook cuts prompts
+    to `max_prompt_length` first, then filters): TRL's filter must read nothing else."""
+    source = inspect.getsource(DPOTrainer._prepare_dataset)
+    assert 'if args.max_length is not None and args.truncation_mode == "keep_start":' in source
+    assert 'len(example["prompt_ids"]) < args.max_length' in source

@@ -10,7 +10,7 @@ import torch
 from adadpo.testing import save_tiny_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.trl_compat import get_attention_implementation
-from tests.helpers.runs import step_logs, tiny_run_args, train
+from tests.helpers.runs import StepCounter, extra_callbacks, step_logs, tiny_run_args, train
 
 
 def first_losses(trainer) -> list[float]:
@@ -131,3 +131,38 @@ def test_model_init_kwargs_that_contradict_the_model_arguments_are_refused(
     with pytest.raises(ValueError, match="model_init_kwargs` and the model arguments disagree: dtype"):
         run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "clash", model_init_kwargs='{"dtype": "bfloat16"}')
     assert not (tmp_path / "clash").exists()
+
+
+def test_max_prompt_length_keeps_each_prompts_end_and_rescues_long_prompts(run_adadpo, tiny_model_dir, tmp_path):
+    """alignment-handbook's `max_prompt_length`: each prompt cut to its last N tokens, before TRL's filter drops the
+    rows whose prompt fills `max_length` (so a long prompt the cut shortens is trained on, not dropped)."""
+    from adadpo.files import write_jsonl_atomic
+    from tests.helpers.runs import preference_rows_with_margin
+
+    rows = preference_rows_with_margin(16, seed=8)
+    for row in rows[:6]:
+        row["prompt"][0]["content"] = " ".join(["mountain river"] * 40) + "?"  # far beyond max_length=64
+    data = write_jsonl_atomic(tmp_path / "long.jsonl", rows)
+    plain = run(run_adadpo, tiny_model_dir, data, tmp_path / "plain", max_drop_fraction=0.5)
+    cut = run(run_adadpo, tiny_model_dir, data, tmp_path / "cut", max_prompt_length=16)
+    assert len(plain.train_dataset) == 10 and len(cut.train_dataset) == 16
+    prompts = cut.train_dataset["prompt_ids"]
+    assert max(len(p) for p in prompts) == 16
+    full = plain.processing_class.apply_chat_template(rows[0]["prompt"], tokenize=True, add_generation_prompt=True)
+    assert prompts[0] == list(full["input_ids"])[-16:]  # the end of the prompt is kept
+
+
+def test_overwrite_output_dir_starts_over_and_keeps_the_old_checkpoints(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path
+):
+    out = tmp_path / "out"
+    run(run_adadpo, tiny_model_dir, pref_jsonl, out, save_strategy="steps", save_steps=2)
+    again = run(run_adadpo, tiny_model_dir, pref_jsonl, out, save_strategy="steps", save_steps=2,
+                overwrite_output_dir=True)  # fmt: skip
+    assert [e["step"] for e in step_logs(again)] == [1, 2]  # trained from step 0, not resumed at 2
+    (aside,) = (out / "previous-runs").iterdir()
+    assert (aside / "checkpoint-2" / "model.safetensors").exists() and (out / "checkpoint-2").exists()
+    counter = StepCounter()
+    with extra_callbacks(counter):
+        run(run_adadpo, tiny_model_dir, pref_jsonl, out, save_strategy="steps", save_steps=2, max_steps=3)
+    assert counter.steps == [3]  # a plain relaunch resumes this run's checkpoint-2 and trains step 3 only

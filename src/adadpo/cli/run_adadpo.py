@@ -7,6 +7,7 @@ r"""Train a causal LM on preference pairs with any loss of `adadpo.losses` (AdaD
 import logging
 import os
 import sys
+import time
 
 import datasets
 import transformers
@@ -40,7 +41,9 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     for lib_logger in (logger, logging.getLogger("adadpo"), datasets.utils.logging, transformers.utils.logging):
         lib_logger.set_verbosity(log_level) if hasattr(lib_logger, "set_verbosity") else lib_logger.setLevel(log_level)
     last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
+    if training_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
+        set_aside_checkpoints(training_args)  # start over; the earlier run's checkpoints are kept, not resumed from
+    elif os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
         last_checkpoint = get_last_checkpoint(training_args.output_dir)
         if last_checkpoint is not None:
             logger.info("Resuming from the last checkpoint in output_dir: %s", last_checkpoint)
@@ -114,6 +117,19 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
         )
         logger.info("Pushed %s to the Hub repo %s", training_args.output_dir, repo_id)
     return trainer
+
+
+def set_aside_checkpoints(args) -> None:
+    """`overwrite_output_dir`: move `output_dir`'s checkpoints into `previous-runs/<time>/` (main process; every
+    process waits), so neither this run nor a relaunch of it resumes from them, and nothing is deleted."""
+    run = RunFolder(args.output_dir)
+    with args.main_process_first(desc="set the previous run's checkpoints aside"):
+        if args.should_save and run.checkpoints():
+            aside = run.previous_runs / time.strftime("%Y%m%d-%H%M%S")
+            aside.mkdir(parents=True)
+            for checkpoint in run.checkpoints():
+                os.replace(checkpoint, aside / checkpoint.name)
+            logger.warning("overwrite_output_dir: the earlier run's checkpoints are now in %s", aside)
 
 
 def cli() -> int:

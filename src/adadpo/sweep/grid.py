@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from adadpo.losses import get_loss_spec
-from adadpo.recipe import config_fields, unknown_key_message
+from adadpo.recipe import TRANSLATED_KEYS, config_fields, unknown_key_message
 from adadpo.run_folder import SweepFolder
 from adadpo.user_numbers import to_number
 
@@ -78,7 +78,7 @@ def validate_and_normalize(
         problems.append("the grid is empty: give `--grid key=v1,v2 ...` or `--grid_file grid.yaml`")
     for source, keys in (("recipe", recipe), ("--set", overrides), ("grid", grid)):
         for key in keys:
-            if key not in fields and not (source == "recipe" and key == "env"):
+            if key not in fields and key not in TRANSLATED_KEYS and not (source == "recipe" and key == "env"):
                 problems.append(f"{source}: {unknown_key_message(key)}")
             elif source != "recipe" and key in managed:
                 hint = " (pass --no_shared_ref_cache to manage it yourself)" if key in REF_CACHE_KEYS else ""

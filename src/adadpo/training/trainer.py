@@ -75,9 +75,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
     # ---- Data ---------------------------------------------------------------------------------------------------
 
     def check_tokenized_dataset(self, dataset, tokenized, split, tokenizer, args):
-        return check_tokenized(
-            len(dataset), tokenized, split, tokenizer.bos_token_id, args.max_length, self.max_drop_fraction
-        )
+        return check_tokenized(len(dataset), tokenized, split, tokenizer.bos_token_id, args, self.max_drop_fraction)
 
     def extra_pair_columns(self):
         return PAIR_COLUMNS

@@ -122,8 +122,13 @@ class TRLCompatTrainer(DPOTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         # TRL 1.16: called once per split in `__init__`; extracts implicit prompts, tokenizes into
-        # prompt_ids/chosen_ids/rejected_ids and drops rows whose prompt fills `max_length`.
-        tokenized = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # prompt_ids/chosen_ids/rejected_ids and drops rows whose prompt fills `max_length`. That filter is switched
+        # off here (it reads only `args.max_length`): the hook cuts prompts to `max_prompt_length` first, then filters.
+        max_length, args.max_length = args.max_length, None
+        try:
+            tokenized = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
         tokenizer = tokenizer_of(processing_class)
         return self.check_tokenized_dataset(dataset, tokenized, dataset_name, tokenizer, args)
 
