@@ -66,9 +66,11 @@ def test_no_flag_switches_off_a_boolean_that_defaults_to_true(tmp_path):
     assert "adadpo_length_normalize" in flags
     _, args, _ = parse_args(cli_args(tmp_path, "--loss_type=adadpo", "--no_adadpo_length_normalize"))
     assert args.adadpo_length_normalize is False
-    _, args, _ = parse_args(cli_args(tmp_path, "--gradient_checkpointing=true", "--no_gradient_checkpointing"))
+    _, args, _ = parse_args(
+        cli_args(tmp_path, "--loss_type=dpo", "--gradient_checkpointing=true", "--no_gradient_checkpointing")
+    )
     assert args.gradient_checkpointing is False
-    _, args, _ = parse_args(cli_args(tmp_path))
+    _, args, _ = parse_args(cli_args(tmp_path, "--loss_type=adadpo"))
     assert args.adadpo_length_normalize is True
 
 

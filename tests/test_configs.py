@@ -119,9 +119,9 @@ def test_renamed_recipe_keys_get_a_hint(tmp_path, key, hint):
 )  # fmt: skip
 def test_keys_renamed_upstream_are_read_under_their_new_name_with_a_warning(tmp_path, old, value, new, expected):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", old: value}))
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": "x", "dataset_name": "y", "loss_type": "dpo", old: value}))
     argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu=true", "--bf16=false"]
-    cli = ["--model_name_or_path=x", "--dataset_name=y", *argv[2:], f"--{old}={value}"]
+    cli = ["--model_name_or_path=x", "--dataset_name=y", "--loss_type=dpo", *argv[2:], f"--{old}={value}"]
     for source, args in (("recipe", argv), ("command line", cli)):
         with pytest.warns(UserWarning, match=f"`{old}` in .* is read as `{new}`"):
             parsed = parse_args(args)

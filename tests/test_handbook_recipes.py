@@ -205,12 +205,10 @@ dataset_name: {data_a}
 dataset_train_split: train
 dataset_num_proc: 2
 
-# ORPOTrainer arguments: TRL's ORPOConfig calls ORPO's lambda `beta`; these two lines say it in this project's terms
-loss_type: orpo
-orpo_lambda: 0.05
+# ORPOTrainer arguments
 bf16: false
 use_cpu: true
-beta: 1.0
+beta: 0.05
 gradient_accumulation_steps: 1
 gradient_checkpointing: true
 gradient_checkpointing_kwargs:
@@ -235,8 +233,10 @@ warmup_steps: 100
 """
 
 
-def write_recipe(tmp_path, text: str, **values) -> str:
-    path = tmp_path / "recipe.yaml"
+def write_recipe(tmp_path, text: str, method: str = "dpo", **values) -> str:
+    """The recipe where alignment-handbook keeps it: recipes/<model>/<method>/config_full.yaml."""
+    path = tmp_path / "recipes" / "tiny-model" / method / "config_full.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).format(**{k: json.dumps(str(v)) for k, v in values.items()}))
     return str(path)
 
@@ -251,7 +251,7 @@ def test_zephyr_dpo_with_a_two_dataset_mixture(run_adadpo, tiny_model_dir, tmp_p
     data_b = write_jsonl_atomic(tmp_path / "uf_b.jsonl", ultrafeedback_rows(40, seed=2))
     out = tmp_path / "zephyr"
     recipe = write_recipe(tmp_path, ZEPHYR_DPO, model=tiny_model_dir, data_a=data_a, data_b=data_b, out=out)
-    with pytest.warns(UserWarning, match="`loss_type` is not set: training `sigmoid` \\(DPO\\), TRL's default"):
+    with pytest.warns(UserWarning, match="taken for alignment-handbook's DPO recipe: loss_type: sigmoid"):
         trainer = run_recipe(run_adadpo, recipe)
     assert trainer.args.loss_names == ["sigmoid"] and trainer.loss_fn.name == "dpo"  # TRL's default loss
     assert len(trainer.train_dataset) + len(trainer.eval_dataset) == 40 + 20  # weight 0.5: half of b
@@ -280,13 +280,26 @@ def test_smollm3_apo_zero_with_prompt_and_chat_template_kwargs(run_adadpo, tiny_
 def test_zephyr_orpo_on_capybara_multi_turn_rows(run_adadpo, tiny_model_dir, tmp_path, local_hub):
     data = write_jsonl_atomic(tmp_path / "capybara.jsonl", capybara_rows(12, seed=5))
     out = tmp_path / "orpo"
-    recipe = write_recipe(tmp_path, ZEPHYR_ORPO, model=tiny_model_dir, data_a=data, out=out,
+    recipe = write_recipe(tmp_path, ZEPHYR_ORPO, method="orpo", model=tiny_model_dir, data_a=data, out=out,
                           template=THINKING_TEMPLATE)  # fmt: skip
-    trainer = run_recipe(run_adadpo, recipe)
+    with pytest.warns(UserWarning, match="ORPO recipe: loss_type: orpo, orpo_lambda: 0.05, beta: 1.0"):
+        trainer = run_recipe(run_adadpo, recipe)
     assert trainer.loss_fn.name == "orpo" and trainer.ref_model is None
+    assert trainer.args.orpo_lambda == 0.05 and trainer.args.beta == 1.0  # ORPOConfig's beta is ORPO's lambda
     first = trainer.train_dataset[0]
     assert trainer.processing_class.decode(first["prompt_ids"]).count("<|im_start|>user") == 2  # both user turns
     assert trainer.state.global_step == 1 and trainer.state.log_history[-1]["train_loss"] > 0
+
+
+def test_a_recipe_outside_the_handbook_folders_must_name_its_loss(tiny_model_dir, tmp_path):
+    """DPO and ORPO recipes look alike: an unnamed loss is read from the handbook's folder or refused, never guessed."""
+    orpo_elsewhere = tmp_path / "my-orpo.yaml"
+    orpo_elsewhere.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "dataset_name": "d",
+                                              "beta": 0.05, "output_dir": str(tmp_path / "o")}))  # fmt: skip
+    for argv in (["--config", str(orpo_elsewhere)], ["--model_name_or_path=m", "--dataset_name=d"]):
+        with pytest.raises(ValueError, match="`loss_type` is not set .*`loss_type: orpo` with its `beta` as"):
+            parse_args(argv)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_weighted_mixture_is_a_seeded_shuffle_not_the_first_rows(tmp_path):
@@ -297,7 +310,7 @@ def test_a_weighted_mixture_is_a_seeded_shuffle_not_the_first_rows(tmp_path):
 
     def ranks(seed):
         mixture = {"datasets": [{"id": str(path), "weight": 0.2}], "seed": seed}
-        args = parse_args([f"--dataset_mixture={json.dumps(mixture)}", "--model_name_or_path=m",
+        args = parse_args([f"--dataset_mixture={json.dumps(mixture)}", "--model_name_or_path=m", "--loss_type=sigmoid",
                            f"--output_dir={tmp_path}", "--use_cpu=true", "--bf16=false"])[0]  # fmt: skip
         return sorted(load_raw_datasets(args)["train"]["rank"])
 
@@ -327,7 +340,7 @@ def test_a_prompt_string_that_disagrees_with_the_conversations_is_refused(run_ad
     rows[3]["prompt"] = "something else entirely"
     data = write_jsonl_atomic(tmp_path / "bad.jsonl", rows)
     argv = ["--model_name_or_path", str(tiny_model_dir), f"--dataset_name={data}", f"--output_dir={tmp_path / 'o'}",
-            "--use_cpu=true", "--bf16=false", "--max_steps=1", "--report_to=none"]  # fmt: skip
+            "--use_cpu=true", "--bf16=false", "--max_steps=1", "--report_to=none", "--loss_type=sigmoid"]  # fmt: skip
     with pytest.raises(ValueError, match="row 3: the `prompt` string is not a user turn"):
         train(run_adadpo, argv)
     assert not (tmp_path / "o").exists()

@@ -54,6 +54,8 @@ CONFLICTS = {
     "unread-hyperparameter": ({"loss_type": "dpo", "simpo_gamma": "2.0"}, "`simpo_gamma: 2.0` is not read by `dpo`"),
     "exo-without-smoothing": ({"loss_type": "exo_pair"}, "label_smoothing"),
     "weights-not-matching": ({"loss_type": "sigmoid,sft", "loss_weights": "1.0"}, "loss_weights"),
+    "wpo-with-aot": ({"loss_type": "aot", "use_weighting": "true"}, "`use_weighting` .* with `aot` / `aot_unpaired`"),
+    "split-beside-mixture": ({"dataset_mixture": '{"datasets": [{"id": "x"}]}'}, "`dataset_name` would be ignored"),
 }  # fmt: skip
 
 

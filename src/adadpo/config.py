@@ -84,6 +84,19 @@ class ScriptArguments(trl.ScriptArguments):
             raise ValueError("This configuration cannot run as asked:\n  - " + "\n  - ".join(refused))
         if self.dataset_mixture is None and self.dataset_name is None:
             raise ValueError("No data: set `dataset_name` (Hub id or local file/folder) or `dataset_mixture`.")
+        if self.dataset_mixture is not None:
+            defaults = field_defaults(type(self))
+            beside = [
+                name
+                for name in ("dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split")
+                if getattr(self, name) != defaults[name]
+            ]
+            if beside:
+                raise ValueError(
+                    f"`dataset_mixture` is set, so {', '.join(f'`{n}`' for n in beside)} would be ignored: each "
+                    "mixture entry names its own dataset, `config` and `split`. Move them into the entries, or drop "
+                    "the mixture."
+                )
         if not 0.0 <= self.max_drop_fraction <= 1.0:
             raise ValueError(f"`max_drop_fraction` must be in [0, 1], got {self.max_drop_fraction}.")
         if self.test_split_size is not None:
@@ -101,7 +114,8 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         metadata={
             "help": "The loss: a name of `adadpo.losses.LOSSES` (adadpo, dpo, simpo, ...; TRL's loss types by their "
             "names, `sigmoid` being DPO), or several (a YAML list, or `a,b` on the command line), summed with "
-            "`loss_weights`. The default is TRL's, DPO; AdaDPO is `adadpo`."
+            "`loss_weights`. The scripts refuse a recipe that does not name it, outside alignment-handbook's "
+            "`dpo/` and `orpo/` recipe folders; built in Python the default is TRL's, DPO."
         },
     )
     global_batch_size: int | None = field(
@@ -167,6 +181,13 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         ]
         if problems:
             raise ValueError("This configuration cannot run as asked:\n  - " + "\n  - ".join(problems))
+        if self.label_smoothing and {"sigmoid", "dpo"} & set(self.loss_names):
+            warnings.warn(
+                f"`label_smoothing: {self.label_smoothing}` with DPO trains conservative DPO (cDPO, Mitchell 2023), as "
+                "TRL documents it; TRL 1.16's own `sigmoid` ignores the value, so a TRL 1.16 run with this config "
+                "trained plain DPO.",
+                stacklevel=2,
+            )
         if not loss.needs_reference and (self.precompute_ref_log_probs or self.ref_logps_cache_dir):
             warnings.warn(
                 f"`{loss.name}` is reference-free: `precompute_ref_log_probs` / `ref_logps_cache_dir` are "

@@ -54,8 +54,13 @@ def prompt_from_conversations(example: dict, index: int, source: str) -> dict:
     if not users or example["prompt"].strip() not in (users[0], users[-1]):
         raise ValueError(
             f"{source} row {index}: the `prompt` string is not a user turn of the conversation `chosen` and "
-            f"`rejected` share ({users[:1] + users[-1:] or 'none'}), so the two disagree on what was asked. Drop the "
-            "`prompt` column (the shared start of the conversations is the prompt), or fix the row."
+            f"`rejected` share ({users[:1] + users[-1:] or 'none'}), so the two disagree on what was asked. "
+            + (
+                "Drop the `prompt` column (the shared start of the conversations is the prompt), or fix the row."
+                if users
+                else "The conversations hold no user turn: write the prompt as a user message, "
+                "`prompt: [{role: user, content: ...}]`, and keep only the answers in `chosen` / `rejected`."
+            )
         )
     return shared
 

@@ -177,6 +177,37 @@ def read_recipe(path: str) -> dict:
     return recipe
 
 
+# alignment-handbook lays its recipes out as recipes/<model>/<method>/config_*.yaml and leaves `loss_type` to the
+# method's trainer: DPOTrainer's default, or ORPOTrainer, whose `beta` is ORPO's lambda (this project's `orpo_lambda`,
+# with the log-odds term unscaled, beta = 1).
+HANDBOOK_METHOD_FOLDERS = {
+    "dpo": lambda recipe: {"loss_type": "sigmoid"},
+    "orpo": lambda recipe: {"loss_type": "orpo", "orpo_lambda": recipe.get("beta", 0.1), "beta": 1.0},
+}
+
+
+def loss_from_recipe_folder(recipe: dict, path: str | None) -> dict:
+    """The loss of a recipe that does not name one, from its alignment-handbook folder (`.../dpo/`, `.../orpo/`), with
+    a warning saying what was read; anywhere else an unnamed loss is refused (DPO and ORPO recipes look alike)."""
+    method = os.path.basename(os.path.dirname(os.path.abspath(path))) if path else None
+    if method not in HANDBOOK_METHOD_FOLDERS:
+        where = f"the recipe {path}" if path else "the command line"
+        raise ValueError(
+            f"`loss_type` is not set in {where}. Name the loss: `loss_type: sigmoid` for DPO (TRL's default), "
+            "`loss_type: adadpo` for AdaDPO, or, for an alignment-handbook ORPO recipe, `loss_type: orpo` with its "
+            "`beta` as `orpo_lambda` and `beta: 1.0` (TRL's ORPOConfig calls ORPO's lambda `beta`). A recipe kept in "
+            "alignment-handbook's `.../dpo/` or `.../orpo/` folder is read as that method."
+        )
+    keys = HANDBOOK_METHOD_FOLDERS[method](recipe)
+    warnings.warn(
+        f"`loss_type` is not set; the recipe is in a `{method}/` folder, so it is taken for alignment-handbook's "
+        f"{method.upper()} recipe: " + ", ".join(f"{k}: {v}" for k, v in keys.items()) + ". Write these keys in the "
+        "recipe to silence this.",
+        stacklevel=3,
+    )
+    return keys
+
+
 def translate_argv(argv: list[str]) -> list[str]:
     """Command-line `--old_name[=value]` of renamed keys as their current names (with a warning)."""
     out = []
@@ -212,22 +243,18 @@ def parse_args(argv: list[str] | None = None):
     if "-h" in argv or "--help" in argv:
         print(recipe_help())
         raise SystemExit(0)
-    recipe = {}
+    recipe, recipe_path = {}, None
     if "--config" in argv:
         at = argv.index("--config")
-        recipe = read_recipe(argv[at + 1])
+        recipe_path = argv[at + 1]
+        recipe = read_recipe(recipe_path)
         argv = argv[:at] + argv[at + 2 :]
     argv = translate_argv(argv)
     check_recipe_keys({key: None for key in command_line_keys(argv)}, "the command line")
     recipe |= mapping_overrides(argv)  # `--dataset_mixture={...}`: argparse cannot parse a mapping
     argv = [arg for arg in argv if arg.split("=", 1)[0][2:] not in MAPPING_FIELDS or "=" not in arg]
     if "loss_type" not in recipe and "loss_type" not in command_line_keys(argv):
-        warnings.warn(
-            "`loss_type` is not set: training `sigmoid` (DPO), TRL's default. AdaDPO is `loss_type: adadpo`. An "
-            "alignment-handbook ORPO recipe needs `loss_type: orpo`, with its `beta` written as `orpo_lambda` (TRL's "
-            "ORPOConfig calls ORPO's lambda `beta`).",
-            stacklevel=2,
-        )
+        recipe |= loss_from_recipe_folder(recipe, recipe_path)
     parser = TrlParser(CONFIG_CLASSES)
     parser.set_defaults_with_config(**recipe)  # every key is a field (checked above): nothing is left over
     return parser.parse_args_into_dataclasses(args=argv)

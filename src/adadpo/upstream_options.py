@@ -113,7 +113,10 @@ TRAINING_ARGUMENTS = {
         "training forwards run without a KV cache (packing needs it off; nothing to reuse between "
         "steps); the saved model gets `use_cache: true` for generation"
     ),
-    "neftune_noise_alpha": _tf("noise on the policy's input embeddings while training (not the reference)"),
+    "neftune_noise_alpha": _tf(
+        "noise on the policy's input embeddings while training; refused with a PEFT policy whose live reference is "
+        "the same model with its adapter off (the reference would get the noise too)"
+    ),
     "torch_empty_cache_steps": _tf(),
     "auto_find_batch_size": _refused(
         "on OOM it halves `per_device_train_batch_size` without re-deriving the "
@@ -238,9 +241,11 @@ MODEL_CONFIG = {
 # ---- TRL's ScriptArguments ----------------------------------------------------------------------------------------------
 SCRIPT_ARGUMENTS = {
     "dataset_name": _ours("a Hub id or a local file / folder"),
-    "dataset_config": _ours("the dataset's configuration name"),
-    "dataset_train_split": _ours("the split trained on"),
-    "dataset_test_split": _ours("the split evaluated on, when the dataset has it and no `test_split_size` is set"),
+    "dataset_config": _ours("the dataset's configuration name (a mixture names its own: refused beside one)"),
+    "dataset_train_split": _ours("the split trained on (a mixture names its own: refused beside one)"),
+    "dataset_test_split": _ours(
+        "the split evaluated on, when the dataset has it and no `test_split_size` is set (refused beside a mixture)"
+    ),
     "dataset_streaming": _refused(
         "rows are validated, counted and split before training, which needs the whole "
         "split; save a local copy (`save_to_disk`) and point `dataset_name` at it"
@@ -278,6 +283,11 @@ def option_conflicts(args, needs_reference: bool, loss_names: list[str]) -> list
             "`use_weighting` (WPO) weighs each pair by the policy's probability of both responses relative to "
             f"their reference-free losses' own terms: not defined for `{'+'.join(loss_names)}`; use a "
             "reference-based loss (e.g. sigmoid, adadpo) or drop it"
+        )
+    if args.use_weighting and {"aot", "aot_unpaired"} & set(loss_names):
+        problems.append(
+            "`use_weighting` (WPO) with `aot` / `aot_unpaired`: those losses sort the batch's log-ratios, so a "
+            "per-pair weight would land on another pair; drop one of them"
         )
     if args.ld_alpha is not None:
         if not 0 <= args.ld_alpha <= 1:

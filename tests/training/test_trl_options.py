@@ -166,3 +166,86 @@ def test_overwrite_output_dir_starts_over_and_keeps_the_old_checkpoints(
     with extra_callbacks(counter):
         run(run_adadpo, tiny_model_dir, pref_jsonl, out, save_strategy="steps", save_steps=2, max_steps=3)
     assert counter.steps == [3]  # a plain relaunch resumes this run's checkpoint-2 and trains step 3 only
+
+
+TRL_OPTION_RUNS = {
+    "forward_kl": {"loss_type": "sigmoid", "f_divergence_type": "forward_kl"},
+    "js_divergence": {"loss_type": "sigmoid", "f_divergence_type": "js_divergence"},
+    "alpha_divergence_hinge": {
+        "loss_type": "hinge",
+        "f_divergence_type": "alpha_divergence",
+        "f_alpha_divergence_coef": 0.3,
+    },  # fmt: skip
+    "robust_smoothing": {"loss_type": "robust", "label_smoothing": 0.2},
+    "mpo_weights": {"loss_type": "sigmoid,bco_pair,sft", "loss_weights": ["0.8", "0.2", "1.0"]},
+    "wpo": {"loss_type": "sigmoid", "use_weighting": True},
+    "ld_alpha": {"loss_type": "ipo", "ld_alpha": 0.5},
+}
+
+
+@pytest.mark.parametrize("options", TRL_OPTION_RUNS.values(), ids=TRL_OPTION_RUNS.keys())
+def test_a_run_with_trl_options_computes_trls_loss(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, options):
+    """The options reach the loss through the whole script: after one step, our trainer's loss (and its gradient) on a
+    batch equals TRL 1.16's `DPOTrainer._compute_loss` on the same trainer, model, reference and batch, with TRL's
+    attributes set to the run's options (TRL's init saw its defaults for them)."""
+    from trl import DPOTrainer
+
+    lists = {key: value for key, value in options.items() if isinstance(value, list)}  # `--key a b c`
+    argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "run", max_steps=1, save_strategy="no",
+                         **{key: value for key, value in options.items() if key not in lists})  # fmt: skip
+    trainer = train(run_adadpo, argv + [item for key, values in lists.items() for item in (f"--{key}", *values)])
+    args = trainer.args
+    trainer.loss_types, trainer.loss_weights = args.loss_names, args.loss_weights or [1.0] * len(args.loss_names)
+    trainer.f_divergence_type, trainer.label_smoothing = args.f_divergence_type, args.label_smoothing
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model = trainer.model
+    model.eval()  # no dropout either way; the same mode for both
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ours, our_grads = loss_and_grads(lambda: trainer.compute_loss(model, dict(batch)))
+    theirs, their_grads = loss_and_grads(lambda: DPOTrainer._compute_loss(trainer, model, dict(batch), False))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert len(our_grads) == len(their_grads) > 0
+    for mine, trl in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(mine, trl, rtol=1e-4, atol=1e-6)
+
+
+def test_an_ada_loss_under_an_f_divergence_trains_a_different_objective(
+    run_adadpo, tiny_model_dir, pref_jsonl, tmp_path
+):
+    """TRL's own init check refused every Ada- name with `f_divergence_type` (it knows only its names)."""
+    plain = first_losses(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "rkl", loss_type="adadpo"))
+    js = first_losses(run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "js", loss_type="adadpo",
+                          f_divergence_type="js_divergence"))  # fmt: skip
+    assert js[0] == pytest.approx(plain[0]) and abs(js[1] - plain[1]) > 1e-5  # equal at the reference, then apart
+
+
+def test_neftune_with_a_peft_policy_needs_a_precomputed_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    def argv(out, **extra):
+        lora = {"loss_type": "dpo", "max_steps": 2, "save_strategy": "no", "use_peft": True, "lora_r": 4,
+                "neftune_noise_alpha": 5.0}  # fmt: skip
+        return tiny_run_args(tiny_model_dir, pref_jsonl, out, **lora, **extra) + [
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+        ]
+
+    with pytest.raises(ValueError, match="NEFTune's embedding noise would reach the reference"):
+        train(run_adadpo, argv(tmp_path / "live"))
+    assert not (tmp_path / "live").exists()
+    trainer = train(run_adadpo, argv(tmp_path / "pre", precompute_ref_log_probs=True))
+    assert trainer.state.global_step == 2
+
+
+def test_label_smoothing_on_dpo_says_it_differs_from_trl(tmp_path):
+    from adadpo.recipe import parse_args
+
+    argv = ["--model_name_or_path=m", "--dataset_name=d", f"--output_dir={tmp_path}", "--use_cpu=true",
+            "--loss_type=sigmoid", "--label_smoothing=0.1"]  # fmt: skip
+    with pytest.warns(UserWarning, match="conservative DPO .* TRL 1.16's own `sigmoid` ignores"):
+        parse_args(argv)

@@ -21,6 +21,10 @@ from adadpo.losses.types import LossOutput, PreferenceInputs
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
 
+# The largest (alpha - 1) x whose exp stays representable once cast back, per dtype (TRL 1.16's values).
+ALPHA_DIVERGENCE_CLAMP = {torch.float16: 11.0, torch.bfloat16: 80.0, torch.float32: 80.0}
+
+
 def f_divergence_score(x: Tensor, kind: str, alpha: float) -> tuple[Tensor, Tensor]:
     """The score a = f'(t) of the log-ratio x = log t for DPO under an f-divergence (Wang et al. 2023, "Beyond
     Reverse KL", arXiv 2309.16240), as TRL 1.16 computes it, and log(da/dx) (detached):
@@ -29,7 +33,8 @@ def f_divergence_score(x: Tensor, kind: str, alpha: float) -> tuple[Tensor, Tens
         forward_kl        a = 1 - exp(-x)                    da/dx = exp(-x)
         js_divergence     a = log 2 + log sigma(x)           da/dx = sigma(-x)
         alpha_divergence  a = (exp((alpha-1) x) - 1)/(alpha-1), da/dx = exp((alpha-1) x); alpha = 1 is reverse_kl
-                          (TRL clamps (alpha-1) x at 80 before the exp, as here)
+                          (TRL clamps (alpha-1) x before the exp, at 11 in float16 and 80 otherwise, as here;
+                          where the clamp binds the score is constant, and the reported log-slope is the clamp's)
     """
     if kind == "reverse_kl" or (kind == "alpha_divergence" and abs(alpha - 1.0) < 1e-6):
         return x, torch.zeros_like(x.detach())
@@ -38,8 +43,9 @@ def f_divergence_score(x: Tensor, kind: str, alpha: float) -> tuple[Tensor, Tens
     if kind == "js_divergence":
         return math.log(2) + F.logsigmoid(x), F.logsigmoid(-x.detach())
     if kind == "alpha_divergence":
-        t = torch.clamp((alpha - 1.0) * x, max=80.0)
-        return (torch.exp(t) - 1.0) / (alpha - 1.0), t.detach()
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))  # exp in at least float32, as TRL
+        t = torch.clamp((alpha - 1.0) * wide, max=ALPHA_DIVERGENCE_CLAMP.get(x.dtype, 80.0))
+        return ((torch.exp(t) - 1.0).to(x.dtype) / (alpha - 1.0)), t.detach().to(x.dtype)
     raise ValueError(f"f_divergence_type must be one of {list(F_DIVERGENCES)}, got {kind!r}")
 
 

@@ -57,6 +57,16 @@ class AdaDPOTrainer(TRLCompatTrainer):
         self.hub_pusher = hub_pusher  # pushes each checkpoint once renamed into place (`hub_strategy`)
         if args.padding_free:  # checked once, before anything runs
             check_packed_model(model, kwargs.get("peft_config"))
+        peft = kwargs.get("peft_config") is not None or is_peft_model(model)
+        live_reference = self.loss_fn.needs_reference and not (
+            args.precompute_ref_log_probs or args.ref_logps_cache_dir
+        )
+        if args.neftune_noise_alpha and peft and ref_model is None and live_reference:
+            raise ValueError(
+                "`neftune_noise_alpha` with a PEFT policy: the live reference is the same model with its adapter off, "
+                "so NEFTune's embedding noise would reach the reference log-probs too. Set "
+                "`precompute_ref_log_probs: true` (computed once before training, without noise) or drop NEFTune."
+            )
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = preference_collator(args, tokenizer_of(kwargs.get("processing_class")))
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None

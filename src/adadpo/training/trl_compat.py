@@ -98,9 +98,14 @@ class TRLCompatTrainer(DPOTrainer):
     def __init__(self, model, ref_model, args, *, load_reference: bool, trl_hash: bool, **kwargs):
         """`load_reference=False`: no reference model is loaded (reference-free losses). `trl_hash=False`: skip TRL's
         full-weight hash (only its own precompute cache uses it). TRL's `padding_free` is a no-op that warns (ours is
-        implemented by our collator and `sequence_logps`), so TRL sees it off during its init."""
-        packing = args.padding_free
-        args.padding_free = False
+        implemented by our collator and `sequence_logps`), so TRL sees it off during its init. TRL's init also checks
+        `loss_type` and `f_divergence_type` for its own loss code (by TRL names, so it refuses every Ada- name and
+        reads a one-name list as its characters); `adadpo.losses` replaces that code and checks its own combinations,
+        so TRL sees its defaults there."""
+        own_options = {"padding_free": False, "loss_type": ["sigmoid"], "f_divergence_type": "reverse_kl"}
+        saved = {name: getattr(args, name) for name in own_options}
+        for name, value in own_options.items():
+            setattr(args, name, value)
         self._checkpoint_root = None  # see `checkpoints_written_to`
         try:
             with contextlib.ExitStack() as stack:
@@ -110,8 +115,9 @@ class TRLCompatTrainer(DPOTrainer):
                     stack.enter_context(_replaced(trl_dpo, TRL_WEIGHT_HASH, lambda module: "adadpo-ref-cache"))
                 super().__init__(model, ref_model=ref_model, args=args, **kwargs)
         finally:
-            args.padding_free = packing
-        self.padding_free = packing  # TRL's init sets it from the (switched-off) argument
+            for name, value in saved.items():
+                setattr(args, name, value)
+        self.padding_free = saved["padding_free"]  # TRL's init sets it from the (switched-off) argument
 
     # ---- TRL: DPOTrainer private methods ---------------------------------------------------------------------------
 
