@@ -22,7 +22,9 @@ def test_gradient_accumulation_keeps_the_global_batch(world, per_device, expecte
 
 
 def test_global_batch_not_divisible_names_the_fix():
-    with pytest.raises(ValueError, match=r"multiple of world_size \(3\) x per_device_train_batch_size \(2\) = 6"):
+    with pytest.raises(
+        ValueError, match=r"multiple of the data-parallel size \(3\) x per_device_train_batch_size \(2\) = 6"
+    ):
         derive_gradient_accumulation(128, 3, 2)
 
 

@@ -23,10 +23,12 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from adadpo.cli import run_adadpo
+from tests.helpers.flash_reference import emulate_flash
 from tests.helpers.runs import REPO_ROOT, extra_callbacks, harness_env, train
 
 
 KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
+EMULATE_FLASH_ENV = "ADADPO_EMULATE_FLASH"
 
 
 class KillAfterSave(TrainerCallback):
@@ -93,7 +95,7 @@ def read_reports(output_dir: Path, world_size: int) -> list[dict]:
     return [json.loads((Path(output_dir) / "harness" / f"rank{r}.json").read_text()) for r in range(world_size)]
 
 
-def deepspeed_launch_config(folder: Path, stage: int, num_processes: int = 2) -> Path:
+def deepspeed_launch_config(folder: Path, stage: int, num_processes: int = 2, sp_size: int = 1) -> Path:
     """Accelerate + DeepSpeed config for CPU processes in fp32 (bf16/fp16 off in the DeepSpeed file, which then
     owns precision: accelerate refuses `mixed_precision` next to a `deepspeed_config_file`).
     `stage3_param_persistence_threshold: 0` makes ZeRO-3 partition every tensor of the tiny model (by default small
@@ -112,9 +114,16 @@ def deepspeed_launch_config(folder: Path, stage: int, num_processes: int = 2) ->
     }
     ds_path = Path(folder) / f"ds_zero{stage}.json"
     ds_path.write_text(json.dumps(ds_config))
+    settings = {}
+    if sp_size > 1:  # accelerate's sequence parallelism (DeepSpeed ALST / Ulysses), as accelerate_configs/ writes it
+        settings["parallelism_config"] = {
+            "parallelism_config_sp_size": sp_size,
+            "parallelism_config_sp_backend": "deepspeed",
+            "parallelism_config_dp_replicate_size": num_processes // sp_size,
+        }
     return _launch_config(
         folder,
-        f"zero{stage}",
+        f"zero{stage}" + (f"_sp{sp_size}" if sp_size > 1 else ""),
         distributed_type="DEEPSPEED",
         num_processes=num_processes,
         deepspeed_config={
@@ -122,6 +131,7 @@ def deepspeed_launch_config(folder: Path, stage: int, num_processes: int = 2) ->
             "deepspeed_multinode_launcher": "standard",
             "zero3_init_flag": stage == 3,
         },
+        **settings,
     )
 
 
@@ -149,9 +159,19 @@ def _launch_config(folder: Path, name: str, **settings) -> Path:
     return path
 
 
-def launch(config: Path, argv: list[str], cwd: Path, kill_after_save: int | None = None, check: bool = True):
-    """`accelerate launch --config_file config` this harness with `argv`; the completed process."""
+def launch(
+    config: Path,
+    argv: list[str],
+    cwd: Path,
+    kill_after_save: int | None = None,
+    check: bool = True,
+    emulate_flash: bool = False,
+):
+    """`accelerate launch --config_file config` this harness with `argv`; the completed process. `emulate_flash`:
+    flash-attention's code path on CPU through the reference kernel (tests/helpers/flash_reference.py)."""
     env = harness_env()
+    if emulate_flash:
+        env[EMULATE_FLASH_ENV] = "1"
     if kill_after_save is not None:
         env[KILL_ENV] = str(kill_after_save)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
@@ -201,6 +221,8 @@ def run_and_report(argv: list[str]) -> tuple[object, dict]:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    if os.environ.get(EMULATE_FLASH_ENV):
+        emulate_flash(pytest.MonkeyPatch())
     callbacks = [KillAfterSave(int(os.environ[KILL_ENV]))] if os.environ.get(KILL_ENV) else []
     with extra_callbacks(*callbacks):
         trainer = train(run_adadpo, sys.argv[1:])

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
+from adadpo.training.packing import packed_labels
+from adadpo.training.sequence_parallel import PAIR_COLUMNS_KEY, row_multiple
 from adadpo.training.trl_compat import DataCollatorForPreference
 
 
@@ -75,6 +77,11 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
     There is deliberately no `attention_mask`: its absence is what makes transformers look for packed `position_ids`.
     Row padding is a pseudo-sequence of pad tokens with its own positions restarting at 0, so it never mixes with a
     real sequence either.
+
+    With `sequence_parallel_size` N > 1 (`adadpo.training.sequence_parallel`) the row is padded to a multiple of N and
+    the batch also holds `labels` (the scored tokens, -100 elsewhere), and the per-pair columns as lists under
+    `PAIR_COLUMNS_KEY`, so that DeepSpeed's adapter slices only the per-token tensors. `min_row_length` pads shorter
+    rows to that length (gloo's all-gather, on CPU, needs the ranks' rows to be equally long).
     """
 
     pad_token_id: int
@@ -82,6 +89,8 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
     truncation_mode: str = "keep_start"
     max_tokens_per_batch: int | None = None
     pad_to_multiple_of: int | None = None
+    sequence_parallel_size: int = 1
+    min_row_length: int | None = None
     return_tensors: str = "pt"
 
     def __post_init__(self):
@@ -107,8 +116,10 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
         lengths = padded["attention_mask"].sum(dim=1).tolist()
         rows = first_fit_rows(lengths, self.max_tokens_per_batch)
         row_length = max(sum(lengths[s] for s in row) for row in rows)
-        if self.pad_to_multiple_of:
-            row_length = -(-row_length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        multiple = row_multiple(self.sequence_parallel_size, self.pad_to_multiple_of)
+        if multiple:
+            row_length = -(-row_length // multiple) * multiple
+        row_length = max(row_length, self.min_row_length or 0)
 
         shape = (len(rows), row_length)
         input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
@@ -133,13 +144,20 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
             "sequence_ids": sequence_ids,
             "num_pairs": len(examples),
         }
+        if self.sequence_parallel_size > 1:
+            batch["labels"] = packed_labels(input_ids, completion_mask, sequence_ids)
+            batch[PAIR_COLUMNS_KEY] = {k: v.tolist() for k, v in pair_columns(examples).items()}
+            return batch
         return batch | pair_columns(examples)
 
 
-def preference_collator(args, tokenizer) -> PreferenceCollator | DataCollatorForPackedPreference:
-    """The collator a run uses: packed rows with `padding_free`, else TRL's padded batches with our pair columns;
-    both truncate to `max_length` with `truncation_mode`, pad to a multiple of `pad_to_multiple_of`, and pad with
-    TRL's choice of token: `pad_token`, else the tokenizer's pad token, else EOS (padding is never scored)."""
+def preference_collator(
+    args, tokenizer, sequence_parallel_size: int = 1, min_row_length: int | None = None
+) -> PreferenceCollator | DataCollatorForPackedPreference:
+    """The collator a run uses: packed rows with `padding_free` (sliceable over `sequence_parallel_size` ranks), else
+    TRL's padded batches with our pair columns; both truncate to `max_length` with `truncation_mode`, pad to a
+    multiple of `pad_to_multiple_of`, and pad with TRL's choice of token: `pad_token`, else the tokenizer's pad token,
+    else EOS (padding is never scored)."""
     pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
     common = {
         "pad_token_id": tokenizer.convert_tokens_to_ids(pad_token),
@@ -148,5 +166,10 @@ def preference_collator(args, tokenizer) -> PreferenceCollator | DataCollatorFor
         "pad_to_multiple_of": args.pad_to_multiple_of,
     }
     if args.padding_free:
-        return DataCollatorForPackedPreference(**common, max_tokens_per_batch=args.max_tokens_per_batch)
+        return DataCollatorForPackedPreference(
+            **common,
+            max_tokens_per_batch=args.max_tokens_per_batch,
+            sequence_parallel_size=sequence_parallel_size,
+            min_row_length=min_row_length,
+        )
     return PreferenceCollator(**common)

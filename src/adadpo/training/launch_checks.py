@@ -5,6 +5,7 @@ loaded or a file is written; building a config does not read the launch environm
 
 import os
 
+from adadpo.training.sequence_parallel import LaunchParallelism, check_launch
 from adadpo.training.trl_compat import refresh_deepspeed_config
 
 
@@ -13,9 +14,17 @@ def apply_launch(training_args, environ=None) -> None:
     environ = os.environ if environ is None else environ
     check_process_group(int(environ.get("WORLD_SIZE", "1")), training_args.world_size)
     check_fsdp_launch(environ, training_args.distributed_state.distributed_type.value)
+    parallelism = LaunchParallelism.from_environ(environ)
+    uses_deepspeed = environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or bool(
+        training_args.deepspeed
+    )
+    check_launch(parallelism, training_args, uses_deepspeed)
     if training_args.global_batch_size is not None:
+        # the ranks of a sequence-parallel group share each micro-batch: the data-parallel size is world / sp
         accumulation = derive_gradient_accumulation(
-            training_args.global_batch_size, training_args.world_size, training_args.per_device_train_batch_size
+            training_args.global_batch_size,
+            training_args.world_size // parallelism.sp_size,
+            training_args.per_device_train_batch_size,
         )
         if accumulation != training_args.gradient_accumulation_steps:
             training_args.gradient_accumulation_steps = accumulation
@@ -44,13 +53,14 @@ def check_fsdp_launch(environ, distributed_type: str) -> None:
         )
 
 
-def derive_gradient_accumulation(global_batch_size: int, world_size: int, per_device_batch_size: int) -> int:
-    """Keep the paper's global batch whatever the GPU count: GA = global / (world * per-device)."""
-    per_step = world_size * per_device_batch_size
+def derive_gradient_accumulation(global_batch_size: int, data_parallel_size: int, per_device_batch_size: int) -> int:
+    """Keep the paper's global batch whatever the GPU count: GA = global / (data-parallel ranks * per-device); the
+    data-parallel ranks are the processes, or the sequence-parallel groups."""
+    per_step = data_parallel_size * per_device_batch_size
     if global_batch_size <= 0 or global_batch_size % per_step != 0:
         raise ValueError(
-            f"`global_batch_size` ({global_batch_size}) must be a positive multiple of world_size "
-            f"({world_size}) x per_device_train_batch_size ({per_device_batch_size}) = {per_step}. "
+            f"`global_batch_size` ({global_batch_size}) must be a positive multiple of the data-parallel size "
+            f"({data_parallel_size}) x per_device_train_batch_size ({per_device_batch_size}) = {per_step}. "
             "Change `per_device_train_batch_size` or `global_batch_size`."
         )
     return global_batch_size // per_step

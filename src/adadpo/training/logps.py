@@ -21,11 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from adadpo.training.packing import is_packed_batch, uses_flash_varlen
+from adadpo.training.packing import IGNORE_INDEX, is_packed_batch, packed_labels, uses_flash_varlen
+from adadpo.training.sequence_parallel import SHARDED_BATCH_KEY, SequenceParallelGroup, is_sharded
 from adadpo.training.trl_compat import fused_forward, fused_output, get_attention_implementation
-
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -55,12 +53,9 @@ def unwrap_model(model):
 
 def packed_shift_labels(input_ids: Tensor, completion_mask: Tensor, sequence_ids: Tensor) -> Tensor:
     """Next-token labels for a packed batch: entry t is token t+1 when t+1 is a completion token of the same sequence
-    as t, else -100. So the first token of every sequence (and all row padding) is never predicted from the previous
-    sequence's last token."""
-    same_sequence = (sequence_ids[:, 1:] == sequence_ids[:, :-1]) & (sequence_ids[:, 1:] >= 0)
-    scored = same_sequence & completion_mask[:, 1:].bool()
+    as t, else -100 (`adadpo.training.packing.packed_labels` shifted left)."""
     shift_labels = torch.full_like(input_ids, IGNORE_INDEX)
-    shift_labels[:, :-1] = input_ids[:, 1:].masked_fill(~scored, IGNORE_INDEX)
+    shift_labels[:, :-1] = packed_labels(input_ids, completion_mask, sequence_ids)[:, 1:]
     return shift_labels
 
 
@@ -69,34 +64,46 @@ def _segment_sum(values: Tensor, owner: Tensor, num_sequences: int) -> Tensor:
     return values.new_zeros(num_sequences + 1).index_add(0, owner, values)[:-1]
 
 
-def _ld_weights(owner: Tensor, scored: Tensor, lengths: Tensor, ld_alpha: float) -> Tensor:
+def _ld_weights(owner: Tensor, scored: Tensor, lengths: Tensor, ld_alpha: float, earlier: Tensor | None) -> Tensor:
     """LD-DPO's per-position weight: 1 up to the shorter completion of the pair, `ld_alpha` past it. A sequence's
     positions are contiguous in flat order (padded rows, packed segments), so its k-th scored token is at
-    cumsum - (its first cumsum) + 1."""
+    cumsum - (its first cumsum) + 1, plus the sequence's scored tokens on earlier sequence-parallel ranks (`earlier`)."""
     num_sequences = len(lengths)
     cumulative = torch.cumsum(scored.long(), dim=0)
     first = torch.full((num_sequences + 1,), cumulative.numel() + 1, dtype=torch.long, device=owner.device)
     first = first.scatter_reduce(0, owner, cumulative, reduce="amin")
     position = cumulative - first[owner] + 1
+    if earlier is not None:
+        position = position + torch.cat([earlier, earlier.new_zeros(1)])[owner]
     half = num_sequences // 2
     partner = torch.cat([torch.arange(half, num_sequences), torch.arange(0, half)]).to(lengths.device)
     shared = torch.cat([torch.minimum(lengths, lengths[partner]), lengths.new_zeros(1)])
     return torch.where(position <= shared[owner], 1.0, ld_alpha)
 
 
-def _reduce(outputs, log_probs: Tensor, owner: Tensor, scored: Tensor, n: int, ld_alpha, wpo) -> SequenceLogps:
+def _reduce(
+    outputs, log_probs: Tensor, owner: Tensor, scored: Tensor, n: int, ld_alpha, wpo, group=None
+) -> SequenceLogps:
     """Per-sequence sums (LD-weighted with `ld_alpha`), lengths and, with `wpo`, WPO's log weights, from flat
-    per-position log-probs and each position's owner (`n` where nothing is scored)."""
+    per-position log-probs and each position's owner (`n` where nothing is scored). With a sequence-parallel `group`
+    the positions are this rank's slice of the row, and every sum is completed over the group."""
     flat = log_probs.reshape(-1)
     lengths = torch.zeros(n + 1, dtype=torch.long, device=owner.device).index_add(0, owner, scored.long())[:-1]
-    weighted = flat if ld_alpha is None else flat * _ld_weights(owner, scored, lengths, ld_alpha).to(flat.dtype)
+    earlier = None
+    if group is not None:
+        earlier = group.sum_before_this_rank(lengths)
+        lengths = group.total(lengths)
+    weighted = (
+        flat if ld_alpha is None else flat * _ld_weights(owner, scored, lengths, ld_alpha, earlier).to(flat.dtype)
+    )
+    logps = _segment_sum(weighted, owner, n)
     wpo_log_weights = None
     if wpo:
         log_sum_sq = fused_output(outputs, "log_sum_sq_probs")[..., -log_probs.size(-1) :].reshape(-1)
-        aligned = (flat - log_sum_sq).detach() * scored
-        wpo_log_weights = _segment_sum(aligned, owner, n) / lengths.clamp(min=1)
+        aligned = _segment_sum((flat - log_sum_sq).detach() * scored, owner, n)
+        wpo_log_weights = (aligned if group is None else group.total(aligned)) / lengths.clamp(min=1)
     return SequenceLogps(
-        logps=_segment_sum(weighted, owner, n),
+        logps=logps if group is None else group.sum(logps),
         lengths=lengths,
         num_tokens=torch.zeros(()),  # set by the caller
         per_token_logps=log_probs,
@@ -105,10 +112,13 @@ def _reduce(outputs, log_probs: Tensor, owner: Tensor, scored: Tensor, n: int, l
     )
 
 
-def _packed_sequence_logps(model, batch: dict, ld_alpha, wpo, **forward_kwargs) -> SequenceLogps:
+def _packed_sequence_logps(model, batch: dict, ld_alpha, wpo, group, **forward_kwargs) -> SequenceLogps:
     input_ids, position_ids, sequence_ids = batch["input_ids"], batch["position_ids"], batch["sequence_ids"]
     num_sequences = 2 * int(batch["num_pairs"])
-    shift_labels = packed_shift_labels(input_ids, batch["completion_mask"], sequence_ids)
+    if group is not None:  # a slice of the row: its labels were shifted before slicing (the next slice's first token)
+        shift_labels = batch[SHARDED_BATCH_KEY]
+    else:
+        shift_labels = packed_shift_labels(input_ids, batch["completion_mask"], sequence_ids)
     if uses_flash_varlen(get_attention_implementation(unwrap_model(model))):
         # transformers only derives varlen `cu_seqlens` from position_ids for a single row (`_is_packed_sequence`);
         # with several rows it would run plain causal attention per row, across the sequences of each row.
@@ -123,8 +133,9 @@ def _packed_sequence_logps(model, batch: dict, ld_alpha, wpo, **forward_kwargs) 
     )
     scored = (shift_labels != IGNORE_INDEX).reshape(-1)
     owner = torch.where(scored, sequence_ids.reshape(-1), num_sequences)
-    out = _reduce(outputs, outputs.log_probs.view_as(batch["input_ids"]), owner, scored, num_sequences, ld_alpha, wpo)
-    out.num_tokens = (sequence_ids >= 0).sum()
+    log_probs = outputs.log_probs.view_as(batch["input_ids"])
+    out = _reduce(outputs, log_probs, owner, scored, num_sequences, ld_alpha, wpo, group)
+    out.num_tokens = (sequence_ids >= 0).sum()  # this slice's: summed over the ranks, each token counts once
     return out
 
 
@@ -144,7 +155,15 @@ def _padded_sequence_logps(model, batch: dict, ld_alpha, wpo, **forward_kwargs) 
     return out
 
 
-def sequence_logps(model, batch: dict, *, ld_alpha: float | None = None, wpo: bool = False, **forward_kwargs):
+def sequence_logps(
+    model,
+    batch: dict,
+    *,
+    ld_alpha: float | None = None,
+    wpo: bool = False,
+    sequence_parallel: SequenceParallelGroup | None = None,
+    **forward_kwargs,
+):
     """One forward of `model` (patched with `add_fused_lm_head`, possibly DDP/PEFT-wrapped) over a preference batch.
 
     `batch` is either TRL's padded `DataCollatorForPreference` output (`input_ids`, `attention_mask`,
@@ -152,9 +171,17 @@ def sequence_logps(model, batch: dict, *, ld_alpha: float | None = None, wpo: bo
     up to float round-off. Differentiable; call under `torch.no_grad()` for the reference model. `ld_alpha` and
     `wpo`: see the module docstring (`wpo` needs the fused head's `log_sum_sq_probs`, which TRL adds when its
     `use_weighting` is set). `forward_kwargs` go to the model unchanged (e.g. `output_router_logits`).
+
+    A batch that is one rank's slice of a packed row (`adadpo.training.sequence_parallel`) needs that rank's
+    `sequence_parallel` group: every returned quantity is then the whole sequence's, the same on every rank.
     """
+    if is_sharded(batch) != (sequence_parallel is not None):
+        raise ValueError(
+            "sequence_logps: a sequence-parallel slice of a row needs its `sequence_parallel` group, and only such a "
+            f"slice takes one (slice: {is_sharded(batch)}, group: {sequence_parallel is not None})."
+        )
     if is_packed_batch(batch):
-        return _packed_sequence_logps(model, batch, ld_alpha, wpo, **forward_kwargs)
+        return _packed_sequence_logps(model, batch, ld_alpha, wpo, sequence_parallel, **forward_kwargs)
     missing = [key for key in ("input_ids", "attention_mask", "completion_mask") if key not in batch]
     if missing:
         raise ValueError(

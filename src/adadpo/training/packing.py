@@ -32,6 +32,7 @@ FLASH_PACKED_IMPLEMENTATIONS = (
 )
 SUPPORTED_PACKING_IMPLEMENTATIONS = MASK_PACKED_IMPLEMENTATIONS + FLASH_PACKED_IMPLEMENTATIONS
 PACKED_BATCH_KEYS = ("input_ids", "position_ids", "completion_mask", "sequence_ids", "num_pairs")
+IGNORE_INDEX = -100
 
 
 def _strip_kernel_revision(attn_implementation: str) -> str:
@@ -85,3 +86,12 @@ def check_packed_model(model, peft_config=None) -> None:
 def is_packed_batch(batch: dict) -> bool:
     """A batch from `DataCollatorForPackedPreference` (as opposed to TRL's padded `DataCollatorForPreference`)."""
     return "sequence_ids" in batch and "position_ids" in batch and batch.get("attention_mask") is None
+
+
+def packed_labels(input_ids: torch.Tensor, completion_mask: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
+    """The tokens a packed row scores, in place (-100 elsewhere): completion tokens predicted from their own sequence,
+    so never the first token of a sequence (which would be predicted from the previous sequence's last token) and
+    never row padding. Shifted left by one, they are the next-token labels of each position."""
+    same_sequence = torch.zeros_like(completion_mask, dtype=torch.bool)
+    same_sequence[:, 1:] = (sequence_ids[:, 1:] == sequence_ids[:, :-1]) & (sequence_ids[:, 1:] >= 0)
+    return input_ids.masked_fill(~(same_sequence & completion_mask.bool()), IGNORE_INDEX)

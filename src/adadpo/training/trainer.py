@@ -26,7 +26,22 @@ from adadpo.training.models import tokenizer_of
 from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.packing import check_packed_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
-from adadpo.training.trl_compat import TRLCompatTrainer, disable_gradient_checkpointing, use_adapter
+from adadpo.training.sequence_parallel import (
+    LaunchParallelism,
+    SequenceParallelGroup,
+    check_model,
+    fixed_row_length,
+    is_sharded,
+    parallelism_config,
+    slices_attended_whole,
+    with_pair_columns,
+)
+from adadpo.training.trl_compat import (
+    TRLCompatTrainer,
+    disable_gradient_checkpointing,
+    get_attention_implementation,
+    use_adapter,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -67,8 +82,19 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 "so NEFTune's embedding noise would reach the reference log-probs too. Set "
                 "`precompute_ref_log_probs: true` (computed once before training, without noise) or drop NEFTune."
             )
+        # Sequence parallelism (accelerate's launch config): checked against the model, then handed to accelerate
+        self.parallelism = LaunchParallelism.from_environ()
+        check_model(self.parallelism, model.config, get_attention_implementation(model))
+        if self.parallelism.enabled:
+            args.parallelism_config = parallelism_config(self.parallelism, get_attention_implementation(model))
+        self._sequence_parallel_group = None  # DeepSpeed builds it when accelerate prepares the model
         if kwargs.get("data_collator") is None:
-            kwargs["data_collator"] = preference_collator(args, tokenizer_of(kwargs.get("processing_class")))
+            kwargs["data_collator"] = preference_collator(
+                args,
+                tokenizer_of(kwargs.get("processing_class")),
+                self.parallelism.sp_size,
+                fixed_row_length(self.parallelism, args),
+            )
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
         self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log
@@ -111,26 +137,41 @@ class AdaDPOTrainer(TRLCompatTrainer):
         with self._reference_context(), self.accelerator.autocast():
             return sequence_logps(model, inputs, ld_alpha=self.args.ld_alpha).logps.chunk(2, dim=0)
 
-    def reference_logps(self, inputs):
+    def reference_logps(self, inputs, group: SequenceParallelGroup | None = None):
         """(chosen, rejected) reference log-probs of a collated batch: its precomputed columns, else a forward of
-        the reference (the policy with its adapter off for PEFT), as the loss receives them."""
+        the reference (the policy with its adapter off for PEFT), as the loss receives them; for a slice of a row,
+        completed over its sequence-parallel `group`."""
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        with self._reference_context():
-            return sequence_logps(self.ref_model or self.model, inputs, ld_alpha=self.args.ld_alpha).logps.chunk(2)
+        reference = self.ref_model or self.model
+        with self._reference_context(), slices_attended_whole(reference) if group else contextlib.nullcontext():
+            out = sequence_logps(reference, inputs, ld_alpha=self.args.ld_alpha, sequence_parallel=group)
+        return out.logps.chunk(2)
+
+    def sequence_parallel_group(self, inputs) -> SequenceParallelGroup | None:
+        """The sequence-parallel group of a batch that is one rank's slice of a row, else None."""
+        if not is_sharded(inputs):
+            return None
+        if self._sequence_parallel_group is None:
+            self._sequence_parallel_group = SequenceParallelGroup.current()
+        return self._sequence_parallel_group
 
     # ---- Loss ---------------------------------------------------------------------------------------------------
 
     def compute_preference_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
+        inputs = with_pair_columns(inputs)
+        group = self.sequence_parallel_group(inputs)
         # TRL's options read in the forward: LD-DPO's weights, WPO's, and (MoE) the router's logits for its aux loss
         router = {"output_router_logits": True} if self.aux_loss_enabled else {}
-        policy = sequence_logps(model, inputs, ld_alpha=self.args.ld_alpha, wpo=self.args.use_weighting, **router)
+        policy = sequence_logps(
+            model, inputs, ld_alpha=self.args.ld_alpha, wpo=self.args.use_weighting, sequence_parallel=group, **router
+        )
         chosen_logps, rejected_logps = policy.logps.chunk(2, dim=0)
         chosen_lengths, rejected_lengths = policy.lengths.chunk(2, dim=0)
         ref_chosen_logps = ref_rejected_logps = None
         if self.loss_fn.needs_reference:
-            ref_chosen_logps, ref_rejected_logps = self.reference_logps(inputs)
+            ref_chosen_logps, ref_rejected_logps = self.reference_logps(inputs, group)
         out = self.loss_fn(
             policy_chosen_logps=chosen_logps,
             policy_rejected_logps=rejected_logps,
@@ -141,7 +182,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
             reward_margins=inputs.get("reward_margin"),
             pair_log_weights=sum(policy.wpo_log_weights.chunk(2)) if self.args.use_weighting else None,
             training=mode == "train",  # alpha-DPO: evaluation reads its running statistics, never updates them
-            gather=self.accelerator.gather,
+            gather=self._pair_gather(group, self.accelerator.gather),
         )
         loss = out.losses.mean()
         if self.aux_loss_enabled:  # as TRL: the load-balancing loss of the experts, weighted
@@ -149,17 +190,26 @@ class AdaDPOTrainer(TRLCompatTrainer):
             self.add_logged_metric(
                 mode, "aux_loss", self.accelerator.gather_for_metrics(policy.aux_loss).mean().item()
             )
-        self._log_pair_metrics(mode, out, policy, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+        self._log_pair_metrics(
+            mode, out, policy, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, group
+        )
         if return_outputs:  # Trainer's prediction_step reads `.logits`: expose the rewards there
             return loss, SimpleNamespace(logits=torch.stack([out.chosen_rewards, out.rejected_rewards], dim=1))
         return loss
 
     # ---- Metrics ------------------------------------------------------------------------------------------------
 
-    def _log_pair_metrics(self, mode, out, policy, chosen_logps, rejected_logps, ref_chosen, ref_rejected):
+    def _pair_gather(self, group, gather):
+        """`gather` of per-pair values over the processes; the ranks of a sequence-parallel group hold the same pairs,
+        so one copy per group is kept."""
+        if group is None:
+            return gather
+        return lambda values: group.one_copy_per_group(gather(values), values.numel())
+
+    def _log_pair_metrics(self, mode, out, policy, chosen_logps, rejected_logps, ref_chosen, ref_rejected, group):
         """Gather this micro-batch's per-pair values; `log` summarises every pair since the last log at once, so a
         median, min or max covers the whole optimizer step (or eval set), however it is split into micro-batches."""
-        gather = self.accelerator.gather_for_metrics
+        gather = self._pair_gather(group, self.accelerator.gather_for_metrics)
         per_pair = {
             "chosen_rewards": out.chosen_rewards,
             "rejected_rewards": out.rejected_rewards,
@@ -177,7 +227,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
             self._step_at_last_log = self.state.global_step
         if mode == "train":
             # as TRL counts: tensor-parallel ranks hold the same batch, so the gathered count repeats it per rank
-            tokens = int(gather(policy.num_tokens.reshape(1)).sum().item())
+            # (each rank of a sequence-parallel group counts the tokens of its own slice)
+            tokens = int(self.accelerator.gather_for_metrics(policy.num_tokens.reshape(1)).sum().item())
             self.total_train_tokens += tokens // self.tensor_parallel_size
             self.set_logged_metric(mode, "num_tokens", self.total_train_tokens)
 
