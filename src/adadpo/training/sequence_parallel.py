@@ -260,10 +260,9 @@ def deepspeed_gradient_scale(sp_size: int) -> float:
     divide the reduced gradients by the data-parallel size only (a sum over the group). ZeRO-3 before DeepSpeed
     0.20.2 (deepspeedai/DeepSpeed#8854) averages them over the group instead, so each share counts sp_size times;
     transformers' `deepspeed_sp_compute_loss` applies the same rule (and refuses the configuration that mixes both)."""
+    import deepspeed
     from packaging import version
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-    import deepspeed
 
     old_zero3 = is_deepspeed_zero3_enabled() and version.parse(deepspeed.__version__) < version.parse("0.20.2")
     return float(sp_size) if old_zero3 else 1.0
