@@ -194,6 +194,15 @@ def fixed_row_length(parallelism: LaunchParallelism, args) -> int | None:
     return -(-2 * args.max_length // multiple) * multiple
 
 
+def start_deepspeed_comm() -> None:
+    """DeepSpeed builds the sequence-parallel groups through its own communication layer. On GPUs accelerate starts
+    it; on CPU accelerate starts torch.distributed alone, so it is joined here (same process group, gloo)."""
+    from deepspeed import comm
+
+    if not comm.is_initialized():
+        comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, verbose=False)
+
+
 def row_multiple(sp_size: int, pad_to_multiple_of: int | None) -> int | None:
     """What a packed row's length must be a multiple of: the SP size (each rank gets an equal slice) and the user's
     `pad_to_multiple_of`."""
@@ -235,6 +244,30 @@ def slices_attended_whole(model):
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def resumed_slices(adapter, num_batches: int):
+    """DeepSpeed's adapter past its first `num_batches` slices, for a run resumed mid-epoch (transformers' default,
+    accelerate's `skip_first_batches`, needs the wrapped dataloader). Each underlying batch of each rank becomes N
+    slices, so N-th of the count is skipped in the wrapped dataloader and the rest drawn."""
+    from accelerate import skip_first_batches
+    from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
+
+    size = adapter.sp_world_size
+    resumed = UlyssesSPDataLoaderAdapter(
+        skip_first_batches(adapter.dl, num_batches // size),
+        sp_rank=adapter.sp_rank,
+        sp_group=adapter.sp_group,
+        sp_world_size=size,
+        device=adapter.device,
+    )
+    for _ in range(num_batches % size):
+        next(resumed)
+    return resumed
+
+
+def is_sliced_dataloader(dataloader) -> bool:
+    return type(dataloader).__name__ == "UlyssesSPDataLoaderAdapter"
 
 
 # ---- The group -------------------------------------------------------------------------------------------------------

@@ -32,8 +32,11 @@ from adadpo.training.sequence_parallel import (
     check_model,
     fixed_row_length,
     is_sharded,
+    is_sliced_dataloader,
     parallelism_config,
+    resumed_slices,
     slices_attended_whole,
+    start_deepspeed_comm,
     with_pair_columns,
 )
 from adadpo.training.trl_compat import (
@@ -87,6 +90,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         check_model(self.parallelism, model.config, get_attention_implementation(model))
         if self.parallelism.enabled:
             args.parallelism_config = parallelism_config(self.parallelism, get_attention_implementation(model))
+            start_deepspeed_comm()
         self._sequence_parallel_group = None  # DeepSpeed builds it when accelerate prepares the model
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = preference_collator(
@@ -115,6 +119,13 @@ class AdaDPOTrainer(TRLCompatTrainer):
 
     def extra_pair_columns(self):
         return PAIR_COLUMNS
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        """A run resumed mid-epoch skips the batches already trained on; under sequence parallelism they are slices of
+        DeepSpeed's adapter."""
+        if is_sliced_dataloader(dataloader):
+            return resumed_slices(dataloader, num_batches)
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def precompute_reference(self, dataset, split, batch_size):
         return None if self.ref_cache is None else self.ref_cache.get_or_compute(self, dataset, split, batch_size)

@@ -1,0 +1,131 @@
+"""Sequence parallelism end to end: `scripts/run_adadpo.py` under `accelerate launch` with DeepSpeed and
+`parallelism_config_sp_size: 2` on two CPU processes (gloo), against the same recipe in one process.
+
+Flash-attention's varlen path runs on CPU through the reference kernel (tests/helpers/flash_reference.py) in both.
+One pair per micro-batch and a global batch of 2 pairs: the SP run's data-parallel size is 1, so its optimizer steps
+see the pairs the one-process run sees, in the same order. Every logged number and the weights after the run must
+agree to 1e-4 (fp32; the sums are split over the ranks); a run killed after its first checkpoint and resumed must
+equal the uninterrupted one; a reference precomputed by the one-process run is found in the shared cache by the SP
+run (same key). What cannot run here: flash-attention's CUDA kernels and NCCL's all-gather of unequal rows (on CPU
+every training row is padded to 2 x max_length for gloo).
+"""
+
+import math
+
+import pytest
+
+from tests.helpers.distributed_harness import (
+    assert_weights_close,
+    deepspeed_launch_config,
+    launch,
+    read_reports,
+    run_and_report,
+)
+from tests.helpers.runs import step_logs, tiny_run_args
+
+
+pytestmark = pytest.mark.slow
+LN2 = math.log(2.0)
+
+
+# The rest of every logged entry is compared: all but the clock and transformers' FLOP estimate (it counts the
+# padded token tensor, which is 2 x max_length per row here)
+def compared(key: str) -> bool:
+    return key not in ("step", "epoch", "total_flos") and not key.endswith(("runtime", "_per_second"))
+
+
+def sp_args(model_dir, data, out, **overrides):
+    common = {
+        "max_steps": 4,
+        "save_steps": 2,
+        "global_batch_size": 2,
+        "per_device_train_batch_size": 1,
+        "padding_free": True,
+        "attn_implementation": "flash_attention_2",
+        "test_split_size": 4,
+        "seed": 0,
+    }
+    return tiny_run_args(model_dir, data, out, **{**common, **overrides})
+
+
+def assert_every_logged_number_close(sp_logs: list[dict], one_logs: list[dict], rel: float = 1e-4):
+    assert [e["step"] for e in sp_logs] == [e["step"] for e in one_logs]
+    for sp, one in zip(sp_logs, one_logs, strict=True):
+        assert set(sp) == set(one), sp["step"]
+        for key in filter(compared, one):
+            if isinstance(one[key], int | float):
+                assert sp[key] == pytest.approx(one[key], rel=rel, abs=rel), (one["step"], key)
+
+
+# An odd global batch (3 pairs, so 3 micro-batches per step): a checkpoint after step 1 falls inside a gathered
+# batch of DeepSpeed's adapter, which resuming must account for
+ADADPO = {"loss_type": "adadpo", "global_batch_size": 3, "max_steps": 3, "save_steps": 1}
+
+
+def launched(tmp, stage, argv, **kwargs):
+    return launch(deepspeed_launch_config(tmp, stage, sp_size=2), argv, tmp, emulate_flash=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def adadpo_runs(tiny_model_dir, pref_jsonl, tmp_path_factory):
+    """AdaDPO, ZeRO-2, SP=2 (a checkpoint every step) and its one-process twin."""
+    tmp = tmp_path_factory.mktemp("sp_adadpo")
+    launched(tmp, 2, sp_args(tiny_model_dir, pref_jsonl, tmp / "sp", **ADADPO))
+    with pytest.MonkeyPatch.context() as mp:
+        from tests.helpers.flash_reference import emulate_flash
+
+        emulate_flash(mp)
+        _, one = run_and_report(sp_args(tiny_model_dir, pref_jsonl, tmp / "one", **ADADPO))
+    return tmp, read_reports(tmp / "sp", 2), one
+
+
+def test_adadpo_with_sequence_parallelism_equals_one_process(adadpo_runs):
+    tmp, (rank0, rank1), one = adadpo_runs
+    logs = step_logs(rank0)
+    assert [e["step"] for e in logs] == [1, 2, 3] and all(e["batch/pairs"] == 3.0 for e in logs)
+    assert logs[0]["loss"] == pytest.approx(LN2, abs=1e-6)  # step 1: the policy is the reference
+    assert step_logs(rank1) == logs  # both ranks computed the same whole-sequence loss
+    assert_every_logged_number_close(rank0["log_history"], one["log_history"])
+    assert_weights_close(tmp / "sp", tmp / "one", rtol=1e-4)
+
+
+def test_a_killed_sequence_parallel_run_resumes_as_if_uninterrupted(adadpo_runs, tiny_model_dir, pref_jsonl, tmp_path):
+    uninterrupted, _, _ = adadpo_runs
+    argv = sp_args(tiny_model_dir, pref_jsonl, tmp_path / "killed", **ADADPO)
+    killed = launched(tmp_path, 2, argv, kill_after_save=1, check=False)
+    assert killed.returncode != 0 and (tmp_path / "killed" / "checkpoint-1").is_dir()
+    assert not (tmp_path / "killed" / "checkpoint-2").exists()
+    launched(tmp_path, 2, argv)  # the same command: resumes from checkpoint-1, 3 micro-batches in
+    rank0, _ = read_reports(tmp_path / "killed", 2)
+    resumed = [e for e in step_logs(rank0) if e["step"] > 1]
+    expected = [e for e in step_logs(read_reports(uninterrupted / "sp", 2)[0]) if e["step"] > 1]
+    assert [e["step"] for e in resumed] == [2, 3]
+    assert_every_logged_number_close(resumed, expected, rel=1e-5)
+    assert_weights_close(tmp_path / "killed", uninterrupted / "sp", rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type, stage", [("dpo", 3), ("simpo", 2)])
+def test_more_losses_and_zero3_with_sequence_parallelism_equal_one_process(
+    loss_type, stage, tiny_model_dir, pref_jsonl, tmp_path
+):
+    """DPO with its reference log-probs precomputed once into the shared cache by the one-process run and found there
+    by the SP run (ZeRO-3: each share's gradient scaled as DeepSpeed's reduction needs); SimPO, reference-free."""
+    cache = (
+        {"precompute_ref_log_probs": True, "ref_logps_cache_dir": str(tmp_path / "cache")}
+        if loss_type == "dpo"
+        else {}
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        from tests.helpers.flash_reference import emulate_flash
+
+        emulate_flash(mp)
+        _, one = run_and_report(sp_args(tiny_model_dir, pref_jsonl, tmp_path / "one", loss_type=loss_type, **cache))
+    launched(tmp_path, stage, sp_args(tiny_model_dir, pref_jsonl, tmp_path / "sp", loss_type=loss_type, **cache))
+    rank0, _ = read_reports(tmp_path / "sp", 2)
+    assert rank0["zero_stage"] == stage
+    if cache:  # computed by the one-process run, found by the SP run under the same key
+        assert one["ref_cache"].keys() == rank0["ref_cache"].keys() == {"train", "eval"}
+        for split, lookup in one["ref_cache"].items():
+            assert not lookup["hit"] and rank0["ref_cache"][split] == {"key": lookup["key"], "hit": True}
+    assert_every_logged_number_close(rank0["log_history"], one["log_history"])
+    assert_weights_close(tmp_path / "sp", tmp_path / "one", rtol=1e-4)
