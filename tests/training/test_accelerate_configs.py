@@ -29,6 +29,15 @@ EXPECTED = {
     "deepspeed_zero3.yaml": dict(
         type=DistributedType.DEEPSPEED, processes=8, precision="bf16", zero_stage=3, offload="none", save_16bit=True
     ),
+    "deepspeed_zero3_sp8.yaml": dict(
+        type=DistributedType.DEEPSPEED,
+        processes=8,
+        precision="bf16",
+        zero_stage=3,
+        offload="none",
+        save_16bit=True,
+        sp_size=8,
+    ),
     "deepspeed_zero3_offload.yaml": dict(
         type=DistributedType.DEEPSPEED, processes=8, precision="bf16", zero_stage=3, offload="cpu", save_16bit=True
     ),
@@ -87,6 +96,25 @@ def test_deepspeed_plugin_from_config(name):
     assert plugin.zero3_init_flag is (expected["zero_stage"] == 3)
     # Left to the Trainer, which takes it from the recipe-derived gradient_accumulation_steps.
     assert plugin.deepspeed_config["gradient_accumulation_steps"] == "auto"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sequence_parallelism_reaches_the_processes_as_the_trainer_reads_it(name):
+    """accelerate's launch turns the config's parallelism_config block into the environment of each process, where
+    `LaunchParallelism` (and accelerate's own ParallelismConfig) read it; configs without the block have none."""
+    from adadpo.training.sequence_parallel import LaunchParallelism
+
+    args, defaults, mixed_precision_from_config = validated_launch_args(CONFIG_DIR / name)
+    if args.use_deepspeed:
+        fields = list(defaults.deepspeed_config) + (["mixed_precision"] if mixed_precision_from_config else [])
+        args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+        _, env = prepare_deepspeed_cmd_env(args)
+    else:
+        env = prepare_multi_gpu_env(args) if args.multi_gpu or args.use_fsdp else {}
+    parallelism = LaunchParallelism.from_environ(env)
+    assert parallelism.sp_size == EXPECTED[name].get("sp_size", 1)
+    if parallelism.enabled:
+        assert parallelism.dp_replicate_size * parallelism.sp_size == EXPECTED[name]["processes"]
 
 
 def test_fsdp_plugin_from_config():

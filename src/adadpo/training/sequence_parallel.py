@@ -120,12 +120,11 @@ def check_launch(parallelism: LaunchParallelism, args, uses_deepspeed: bool) -> 
         problems.append("`max_tokens_per_batch` makes several rows per micro-batch: remove it")
     if args.use_cpu and args.max_length is None:
         problems.append("on CPU every row is padded to 2 x `max_length` (gloo gathers equal sizes only): set it")
-    if (
-        getattr(args, "router_aux_loss_coef", 0)
-        and args.model_init_kwargs
-        and "output_router_logits" in str(args.model_init_kwargs)
-    ):
-        problems.append("the MoE router loss would be computed per slice: set `router_aux_loss_coef: 0`")
+    if not args.disable_dropout:
+        problems.append(
+            "a live reference runs its slices in training mode (DeepSpeed's attention steps aside in eval mode): "
+            "set `disable_dropout: true`"
+        )
     if problems:
         raise ValueError(
             f"Sequence parallelism (parallelism_config_sp_size={parallelism.sp_size}): " + "; ".join(problems) + "."
