@@ -29,6 +29,7 @@ from tests.helpers.runs import REPO_ROOT, extra_callbacks, harness_env, train
 
 KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
 EMULATE_FLASH_ENV = "ADADPO_EMULATE_FLASH"
+PREFLIGHT_ENV = "ADADPO_HARNESS_PREFLIGHT"  # run scripts/preflight.py's main instead (its exit code is the process's)
 
 
 class KillAfterSave(TrainerCallback):
@@ -166,12 +167,15 @@ def launch(
     kill_after_save: int | None = None,
     check: bool = True,
     emulate_flash: bool = False,
+    preflight: bool = False,
 ):
     """`accelerate launch --config_file config` this harness with `argv`; the completed process. `emulate_flash`:
     flash-attention's code path on CPU through the reference kernel (tests/helpers/flash_reference.py)."""
     env = harness_env()
     if emulate_flash:
         env[EMULATE_FLASH_ENV] = "1"
+    if preflight:
+        env[PREFLIGHT_ENV] = "1"
     if kill_after_save is not None:
         env[KILL_ENV] = str(kill_after_save)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
@@ -223,6 +227,10 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if os.environ.get(EMULATE_FLASH_ENV):
         emulate_flash(pytest.MonkeyPatch())
+    if os.environ.get(PREFLIGHT_ENV):
+        from adadpo.cli import preflight
+
+        sys.exit(preflight.main(sys.argv[1:]))
     callbacks = [KillAfterSave(int(os.environ[KILL_ENV]))] if os.environ.get(KILL_ENV) else []
     with extra_callbacks(*callbacks):
         trainer = train(run_adadpo, sys.argv[1:])

@@ -10,6 +10,7 @@ run (same key). What cannot run here: flash-attention's CUDA kernels and NCCL's 
 every training row is padded to 2 x max_length for gloo).
 """
 
+import json
 import math
 
 import pytest
@@ -129,3 +130,22 @@ def test_more_losses_and_zero3_with_sequence_parallelism_equal_one_process(
             assert not lookup["hit"] and rank0["ref_cache"][split] == {"key": lookup["key"], "hit": True}
     assert_every_logged_number_close(rank0["log_history"], one["log_history"])
     assert_weights_close(tmp_path / "sp", tmp_path / "one", rtol=1e-4)
+
+
+def test_preflight_runs_its_checks_under_sequence_parallelism(tiny_model_dir, pref_jsonl, tmp_path):
+    """scripts/preflight.py under the same launch: the step-0 identity and the packing check run on this rank's slice
+    with the loss completed over the group, the worst-batch steps through DeepSpeed's adapter; all pass."""
+    argv = sp_args(tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type="adadpo", max_steps=None, save_steps=None,
+                   save_strategy=None, global_batch_size=2)  # fmt: skip
+    result = launch(deepspeed_launch_config(tmp_path, 2, sp_size=2),
+                    [*argv, "--report", str(tmp_path / "r.json"), "--sample_rows=16"], tmp_path, emulate_flash=True,
+                    preflight=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    rows = {c["name"]: c for c in json.loads((tmp_path / "r.json").read_text())["checks"]}
+    assert {name for name, row in rows.items() if row["status"] == "FAIL"} == set()
+    assert rows["processes x per-device batch x accumulation"]["value"].startswith("1 x 1 x 2 = 2 (SP groups of 2)")
+    assert rows["adadpo loss == closed form"]["status"] == "PASS"
+    assert rows["packed (flash_attention_2) == padded (sdpa)"]["status"] == "PASS"
+    assert rows["sequence-parallel slices (2 ranks) == whole row"]["status"] == "PASS"
+    assert rows["negative control (positions not restarted) differs"]["status"] == "PASS"
+    assert not (tmp_path / "out").exists()

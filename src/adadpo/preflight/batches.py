@@ -1,8 +1,11 @@
 """Real micro-batches for the preflight checks, and where their reference log-probs come from."""
 
+import contextlib
+
 import torch
 
-from adadpo.training.logps import unwrap_model
+from adadpo.training.logps import sequence_logps, unwrap_model
+from adadpo.training.sequence_parallel import slice_row, slices_attended_whole, with_pair_columns
 
 
 def micro_batches(dataset, batch_size: int, count: int, start: int = 0) -> list[list[dict]]:
@@ -19,6 +22,30 @@ def to_device(batch: dict, device) -> dict:
 
 def collate(trainer, rows: list[dict], collator=None) -> dict:
     return to_device((collator or trainer.data_collator)(rows), trainer.accelerator.device)
+
+
+def pairs(batch: dict) -> dict:
+    """A collated batch with its per-pair columns readable (they travel nested under sequence parallelism)."""
+    return with_pair_columns(batch)
+
+
+@contextlib.contextmanager
+def _sliced(trainer, batch: dict):
+    """(batch, group) as training computes it: under sequence parallelism this rank's slice of the row, the model's
+    attention across the group; else the batch itself."""
+    group = trainer.sequence_parallel_group()  # the checks run once accelerate has prepared the model
+    if group is None:
+        yield pairs(batch), None
+        return
+    with slices_attended_whole(trainer.model_wrapped):
+        yield pairs(slice_row(batch, group)), group
+
+
+def policy_logps(trainer, batch: dict, **options):
+    """The policy's `SequenceLogps` of a collated micro-batch, as a training step computes them (so the checks run
+    under sequence parallelism when the run does)."""
+    with _sliced(trainer, batch) as (inputs, group):
+        return sequence_logps(trainer.model_wrapped, inputs, sequence_parallel=group, **options)
 
 
 def model_dtype(trainer) -> torch.dtype:
@@ -59,7 +86,8 @@ class ReferenceSource:
         if self.mode == "reference-free":
             return None
         if self.mode == "cached":
-            return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        if self.mode == "precomputed":
+            return pairs(batch)["ref_chosen_logps"], pairs(batch)["ref_rejected_logps"]
+        if self.mode == "precomputed":  # on whole sequences, before training, also under sequence parallelism
             return trainer.compute_ref_log_probs(trainer.ref_model or trainer.model_wrapped, batch)
-        return trainer.reference_logps(batch)
+        with _sliced(trainer, batch) as (inputs, group):
+            return trainer.reference_logps(inputs, group)

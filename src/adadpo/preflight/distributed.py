@@ -13,13 +13,17 @@ from adadpo.preflight.report import FAIL, PASS, Report, fmt
 GROUP = "4 distributed"
 
 
-def check_batch_arithmetic(report: Report, args, world_size: int) -> None:
+def check_batch_arithmetic(report: Report, args, world_size: int, sp_size: int = 1) -> None:
+    """Data-parallel ranks (the processes, or their sequence-parallel groups) x per-device batch x accumulation."""
     per_device, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    world_size //= sp_size
     product = world_size * per_device * accumulation
     target = args.global_batch_size
     status = PASS if target is None or product == target else FAIL
-    value = f"{world_size} x {per_device} x {accumulation} = {product}" + (
-        f" (global_batch_size {target})" if target is not None else " (global_batch_size not set)"
+    value = (
+        f"{world_size} x {per_device} x {accumulation} = {product}"
+        + (f" (SP groups of {sp_size})" if sp_size > 1 else "")
+        + (f" (global_batch_size {target})" if target is not None else " (global_batch_size not set)")
     )
     fix = (
         f"launch {args.world_size} processes as the recipe expects, or set `global_batch_size` to a multiple of "

@@ -7,9 +7,8 @@ stale cache) or a template that shifts tokens between the two forwards all show 
 import torch
 
 from adadpo.losses import preference_loss
-from adadpo.preflight.batches import collate, model_dtype
+from adadpo.preflight.batches import collate, model_dtype, pairs, policy_logps
 from adadpo.preflight.report import FAIL, PASS, Report, fmt
-from adadpo.training.logps import sequence_logps
 
 
 GROUP = "2 step-0 identity"
@@ -19,7 +18,7 @@ TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 1e-2}
 
 
 def _policy_tensors(trainer, batch: dict) -> dict:
-    policy = sequence_logps(trainer.model_wrapped, batch, ld_alpha=trainer.args.ld_alpha)
+    policy = policy_logps(trainer, batch, ld_alpha=trainer.args.ld_alpha)
     chosen, rejected = (x.float() for x in policy.logps.chunk(2))
     chosen_lengths, rejected_lengths = policy.lengths.chunk(2)
     return {
@@ -27,7 +26,7 @@ def _policy_tensors(trainer, batch: dict) -> dict:
         "policy_rejected_logps": rejected,
         "chosen_lengths": chosen_lengths,
         "rejected_lengths": rejected_lengths,
-        "reward_margins": batch.get("reward_margin"),
+        "reward_margins": pairs(batch).get("reward_margin"),
     }
 
 

@@ -5,7 +5,7 @@ see a cross-sequence leak with this kernel on this hardware."""
 
 import torch
 
-from adadpo.preflight.batches import collate, model_dtype
+from adadpo.preflight.batches import collate, model_dtype, pairs, policy_logps
 from adadpo.preflight.identity import TOLERANCE
 from adadpo.preflight.report import FAIL, PASS, Report, fmt
 from adadpo.training.collators import PreferenceCollator
@@ -36,18 +36,32 @@ def check_packing(report: Report, trainer, batches: list[list[dict]]) -> None:
         pad_token_id=pad_id, max_length=args.max_length, truncation_mode=args.truncation_mode
     )
     tol = TOLERANCE.get(model_dtype(trainer), 2e-2)
-    worst, control_gap, sequences = 0.0, 0.0, 0
+    sp_size = trainer.parallelism.sp_size
+    worst, control_gap, sliced_gap, sequences = 0.0, 0.0, 0.0, 0
     for rows in batches:
         packed = collate(trainer, rows)
         with torch.no_grad():
-            packed_logps = sequence_logps(trainer.model_wrapped, packed).logps.float()
-            control = sequence_logps(trainer.model_wrapped, _unrestarted(packed)).logps.float()
+            packed_logps = policy_logps(trainer, packed).logps.float()  # under SP: sliced, as training runs it
+            control = policy_logps(trainer, _unrestarted(packed)).logps.float()
             with attention_implementation(model, mask_attn):
                 padded = sequence_logps(trainer.model_wrapped, collate(trainer, rows, padded_collator)).logps.float()
+            if sp_size > 1:  # the whole row on this rank (DeepSpeed's attention steps aside in eval mode)
+                whole = sequence_logps(trainer.model_wrapped, pairs(packed)).logps.float()
         scale = padded.abs() * tol + 1e-3
         worst = max(worst, float(((packed_logps - padded).abs() / scale).max()))
         control_gap = max(control_gap, float(((control - padded).abs() / scale).max()))
+        if sp_size > 1:
+            sliced_gap = max(sliced_gap, float(((packed_logps - whole).abs() / scale).max()))
         sequences += len(padded)
+    if sp_size > 1:
+        report.add(
+            GROUP,
+            f"sequence-parallel slices ({sp_size} ranks) == whole row",
+            PASS if sliced_gap <= 1 else FAIL,
+            f"max |d logp| / tol {fmt(sliced_gap)} over {sequences} sequences",
+            "the slices of a row do not add up to the whole row on this hardware: run without sequence "
+            "parallelism (remove parallelism_config from the accelerate config) and report it",
+        )
     report.add(
         GROUP,
         f"packed ({attn}) == padded ({mask_attn})",

@@ -69,7 +69,7 @@ def check_micro_batches(report: Report, trainer, batches: list[list[dict]], refe
     if not batches:
         return details
     packing.check_packing(report, trainer, batches)
-    distributed.check_batch_arithmetic(report, trainer.args, world)
+    distributed.check_batch_arithmetic(report, trainer.args, world, trainer.parallelism.sp_size)
     distributed.check_same_loss(report, trainer, losses)
     distributed.check_reference(report, trainer, reference, batches)
     return details
@@ -87,9 +87,9 @@ def _preflight_args(training_args) -> str:
     return folder
 
 
-def _run_totals(args, train, world: int) -> tuple[int, int]:
+def _run_totals(args, train, data_parallel: int) -> tuple[int, int]:
     """(tokens, optimizer steps) of the whole run the recipe describes."""
-    pairs_per_step = world * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    pairs_per_step = data_parallel * args.per_device_train_batch_size * args.gradient_accumulation_steps
     tokens_per_epoch = resources.dataset_tokens(train, args.max_length)
     if args.max_steps and args.max_steps > 0:
         return round(tokens_per_epoch / len(train) * pairs_per_step * args.max_steps), args.max_steps
@@ -121,7 +121,8 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
             report, setup.raw_datasets["train"], trainer.train_dataset, setup.tokenizer, args, eos_ids, sample_rows
         )
         world = trainer.accelerator.num_processes
-        run_tokens, run_steps = _run_totals(args, trainer.train_dataset, world)
+        data_parallel = world // trainer.parallelism.sp_size  # the ranks of a sequence-parallel group share a pair
+        run_tokens, run_steps = _run_totals(args, trainer.train_dataset, data_parallel)
         rows = trainer.train_dataset
         top, top_tokens = resources.longest_rows(
             rows, args.per_device_train_batch_size, args.max_length, args.padding_free
@@ -141,7 +142,12 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
             resources.report_oom(report, error)
             return report, details
         details |= resources.report_resources(
-            report, trainer, timer, top_tokens * world * args.gradient_accumulation_steps, run_tokens, run_steps
+            report,
+            trainer,
+            timer,
+            top_tokens * data_parallel * args.gradient_accumulation_steps,
+            run_tokens,
+            run_steps,
         )
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         resources.restore(model, checks.saved)

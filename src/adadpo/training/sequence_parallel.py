@@ -265,6 +265,18 @@ def resumed_slices(adapter, num_batches: int):
     return resumed
 
 
+def slice_row(batch: dict, group: "SequenceParallelGroup") -> dict:
+    """This rank's slice of a collated batch, cut by DeepSpeed's adapter as in training (a collective: every rank of
+    the group calls it, each with its own batch; the slice returned is of rank 0's batch)."""
+    from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
+
+    device = batch["input_ids"].device
+    adapter = UlyssesSPDataLoaderAdapter([batch], sp_rank=group.rank, sp_group=group.group, sp_world_size=group.size,
+                                         device=device)  # fmt: skip
+    sliced = next(iter(adapter))
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in sliced.items()}
+
+
 def is_sliced_dataloader(dataloader) -> bool:
     return type(dataloader).__name__ == "UlyssesSPDataLoaderAdapter"
 

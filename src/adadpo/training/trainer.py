@@ -159,9 +159,9 @@ class AdaDPOTrainer(TRLCompatTrainer):
             out = sequence_logps(reference, inputs, ld_alpha=self.args.ld_alpha, sequence_parallel=group)
         return out.logps.chunk(2)
 
-    def sequence_parallel_group(self, inputs) -> SequenceParallelGroup | None:
-        """The sequence-parallel group of a batch that is one rank's slice of a row, else None."""
-        if not is_sharded(inputs):
+    def sequence_parallel_group(self) -> SequenceParallelGroup | None:
+        """This rank's sequence-parallel group (DeepSpeed builds it when accelerate prepares the model), or None."""
+        if not self.parallelism.enabled:
             return None
         if self._sequence_parallel_group is None:
             self._sequence_parallel_group = SequenceParallelGroup.current()
@@ -172,7 +172,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
     def compute_preference_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         inputs = with_pair_columns(inputs)
-        group = self.sequence_parallel_group(inputs)
+        group = self.sequence_parallel_group() if is_sharded(inputs) else None  # evaluation: whole sequences
         # TRL's options read in the forward: LD-DPO's weights, WPO's, and (MoE) the router's logits for its aux loss
         router = {"output_router_logits": True} if self.aux_loss_enabled else {}
         policy = sequence_logps(
