@@ -57,11 +57,11 @@ def pair_row(tokens: int, sp: int):
 def worker(rank: int, sp: int, port: int, options: dict, out_dir: str) -> None:
     import pytest
     from transformers import LlamaConfig, LlamaForCausalLM
-    from trl.trainer.utils import add_fused_lm_head
 
     from adadpo.losses import PreferenceLoss
     from adadpo.training.logps import sequence_logps
     from adadpo.training.sequence_parallel import SequenceParallelGroup, with_pair_columns
+    from adadpo.training.trl_compat import add_fused_lm_head
     from tests.helpers.flash_reference import emulate_flash
 
     torch.set_num_threads(options["threads"])

@@ -5,7 +5,13 @@ from types import SimpleNamespace
 import pytest
 from transformers import LlamaConfig, MixtralConfig
 
-from adadpo.training.sequence_parallel import LaunchParallelism, check_launch, check_model, fixed_row_length
+from adadpo.training.sequence_parallel import (
+    LaunchParallelism,
+    check_launch,
+    check_model,
+    check_tensor_parallel,
+    fixed_row_length,
+)
 from tests.helpers.runs import tiny_run_args, train
 
 
@@ -91,3 +97,9 @@ def test_a_refused_launch_stops_before_the_output_folder_exists(
     with pytest.raises(ValueError, match="Sequence parallelism .* runs only under DeepSpeed"):
         train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, out, padding_free=True))
     assert not out.exists()
+
+
+def test_a_model_loaded_with_tensor_parallelism_is_refused():
+    check_tensor_parallel(SimpleNamespace(tp_size=None))
+    with pytest.raises(ValueError, match=r"tensor parallelism \(tp_size=2, from `tp_plan`"):
+        check_tensor_parallel(SimpleNamespace(tp_size=2))

@@ -164,6 +164,18 @@ def check_model(parallelism: LaunchParallelism, model_config, attn_implementatio
         )
 
 
+def check_tensor_parallel(model) -> None:
+    """A model loaded sharded by tensor parallelism (`tp_plan` in `model_init_kwargs`): each rank holds a slice of the
+    hidden states, and what the losses sum per sequence is not proven to come out whole."""
+    tp_size = getattr(model, "tp_size", None) or 1
+    if tp_size > 1:
+        raise ValueError(
+            f"The model is loaded with tensor parallelism (tp_size={tp_size}, from `tp_plan` in `model_init_kwargs`): "
+            "not proven equal to one process with the preference losses. Drop `tp_plan`; for models too large for "
+            "one GPU use ZeRO-3 (accelerate_configs/deepspeed_zero3.yaml), for long sequences sequence parallelism."
+        )
+
+
 def parallelism_config(parallelism: LaunchParallelism, attn_implementation: str):
     """accelerate's `ParallelismConfig` for the trainer, with the model's attention kernel: accelerate's `launch`
     does not pass `parallelism_config_sp_attn_implementation` on to the processes, so without this DeepSpeed would be

@@ -30,6 +30,7 @@ from adadpo.training.sequence_parallel import (
     LaunchParallelism,
     SequenceParallelGroup,
     check_model,
+    check_tensor_parallel,
     fixed_row_length,
     is_sharded,
     is_sliced_dataloader,
@@ -88,6 +89,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         # Sequence parallelism (accelerate's launch config): checked against the model, then handed to accelerate
         self.parallelism = LaunchParallelism.from_environ()
         check_model(self.parallelism, model.config, get_attention_implementation(model))
+        check_tensor_parallel(model)
         if self.parallelism.enabled:
             args.parallelism_config = parallelism_config(self.parallelism, get_attention_implementation(model))
             start_deepspeed_comm()

@@ -17,7 +17,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer import dpo_trainer as trl_dpo
 from trl.trainer.dpo_trainer import DataCollatorForPreference
-from trl.trainer.utils import use_adapter
+from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from adadpo.training.checkpointing import atomic_checkpoint, checkpoint_dir
 from adadpo.training.models import tokenizer_of
@@ -25,6 +25,7 @@ from adadpo.training.models import tokenizer_of
 
 __all__ = [
     "DataCollatorForPreference",  # TRL's padded preference collator (not exported at `trl`'s top level)
+    "add_fused_lm_head",  # TRL's fused LM head, for a model used without DPOTrainer (benchmarks): see fused_forward
     "TRLCompatTrainer",
     "attention_implementation",
     "disable_gradient_checkpointing",  # no grad-checkpointing recompute in a no-grad reference forward
