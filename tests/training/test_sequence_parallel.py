@@ -65,7 +65,7 @@ def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
 
     from adadpo.losses import PreferenceLoss
     from adadpo.training.logps import sequence_logps
-    from adadpo.training.sequence_parallel import SequenceParallelGroup, slices_attended_whole
+    from adadpo.training.sequence_parallel import SequenceParallelGroup, attention_over_group
     from tests.helpers.flash_reference import emulate_flash
 
     emulate_flash(pytest.MonkeyPatch())
@@ -102,7 +102,7 @@ def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
         ref = None
         if case["reference"]:
             reference.eval()
-            with torch.no_grad(), slices_attended_whole(reference) if sp_group else contextlib.nullcontext():
+            with torch.no_grad(), attention_over_group(reference) if sp_group else contextlib.nullcontext():
                 ref = sequence_logps(reference, batch, **options).logps.chunk(2)
         loss_fn = PreferenceLoss([case["loss"]])
         result = loss_fn(

@@ -44,6 +44,7 @@ def sp_args(model_dir, data, out, **overrides):
         "padding_free": True,
         "attn_implementation": "flash_attention_2",
         "test_split_size": 4,
+        "dataloader_drop_last": True,
         "seed": 0,
     }
     return tiny_run_args(model_dir, data, out, **{**common, **overrides})
@@ -58,9 +59,11 @@ def assert_every_logged_number_close(sp_logs: list[dict], one_logs: list[dict], 
                 assert sp[key] == pytest.approx(one[key], rel=rel, abs=rel), (one["step"], key)
 
 
-# An odd global batch (3 pairs, so 3 micro-batches per step): a checkpoint after step 1 falls inside a gathered
-# batch of DeepSpeed's adapter, which resuming must account for
-ADADPO = {"loss_type": "adadpo", "global_batch_size": 3, "max_steps": 3, "save_steps": 1}
+# Two epochs of 12 pairs, 3 per optimizer step (4 steps an epoch): the second epoch restarts DeepSpeed's adapter with
+# its own shuffle; the checkpoint after step 5 (one step into epoch 2, 3 slices: inside a gathered batch of the
+# adapter) is where the resume test kills the run
+ADADPO = {"loss_type": "adadpo", "global_batch_size": 3, "max_steps": -1, "num_train_epochs": 2,
+          "max_train_samples": 12, "save_steps": 5}  # fmt: skip
 
 
 def launched(tmp, stage, argv, **kwargs):
@@ -80,27 +83,28 @@ def adadpo_runs(tiny_model_dir, pref_jsonl, tmp_path_factory):
     return tmp, read_reports(tmp / "sp", 2), one
 
 
-def test_adadpo_with_sequence_parallelism_equals_one_process(adadpo_runs):
+def test_adadpo_with_sequence_parallelism_equals_one_process_over_two_epochs(adadpo_runs):
     tmp, (rank0, rank1), one = adadpo_runs
     logs = step_logs(rank0)
-    assert [e["step"] for e in logs] == [1, 2, 3] and all(e["batch/pairs"] == 3.0 for e in logs)
+    assert [e["step"] for e in logs] == list(range(1, 9)) and all(e["batch/pairs"] == 3.0 for e in logs)
     assert logs[0]["loss"] == pytest.approx(LN2, abs=1e-6)  # step 1: the policy is the reference
     assert step_logs(rank1) == logs  # both ranks computed the same whole-sequence loss
     assert_every_logged_number_close(rank0["log_history"], one["log_history"])
     assert_weights_close(tmp / "sp", tmp / "one", rtol=1e-4)
 
 
-def test_a_killed_sequence_parallel_run_resumes_as_if_uninterrupted(adadpo_runs, tiny_model_dir, pref_jsonl, tmp_path):
+def test_a_killed_sequence_parallel_run_resumes_in_its_second_epoch_as_if_uninterrupted(
+    adadpo_runs, tiny_model_dir, pref_jsonl, tmp_path
+):
     uninterrupted, _, _ = adadpo_runs
     argv = sp_args(tiny_model_dir, pref_jsonl, tmp_path / "killed", **ADADPO)
-    killed = launched(tmp_path, 2, argv, kill_after_save=1, check=False)
-    assert killed.returncode != 0 and (tmp_path / "killed" / "checkpoint-1").is_dir()
-    assert not (tmp_path / "killed" / "checkpoint-2").exists()
-    launched(tmp_path, 2, argv)  # the same command: resumes from checkpoint-1, 3 micro-batches in
+    killed = launched(tmp_path, 2, argv, kill_after_save=5, check=False)
+    assert killed.returncode != 0 and (tmp_path / "killed" / "checkpoint-5").is_dir()
+    launched(tmp_path, 2, argv)  # the same command: resumes from checkpoint-5, epoch 2, 3 slices in
     rank0, _ = read_reports(tmp_path / "killed", 2)
-    resumed = [e for e in step_logs(rank0) if e["step"] > 1]
-    expected = [e for e in step_logs(read_reports(uninterrupted / "sp", 2)[0]) if e["step"] > 1]
-    assert [e["step"] for e in resumed] == [2, 3]
+    resumed = [e for e in step_logs(rank0) if e["step"] > 5]
+    expected = [e for e in step_logs(read_reports(uninterrupted / "sp", 2)[0]) if e["step"] > 5]
+    assert [e["step"] for e in resumed] == [6, 7, 8]
     assert_every_logged_number_close(resumed, expected, rel=1e-5)
     assert_weights_close(tmp_path / "killed", uninterrupted / "sp", rtol=1e-5)
 

@@ -9,6 +9,7 @@ from adadpo.training.sequence_parallel import (
     LaunchParallelism,
     check_launch,
     check_model,
+    check_same_attention,
     check_tensor_parallel,
     fixed_row_length,
 )
@@ -20,7 +21,8 @@ SP2 = LaunchParallelism(sp_size=2, dp_replicate_size=1)
 
 def args(**overrides):
     base = {"world_size": 2, "padding_free": True, "per_device_train_batch_size": 1, "max_tokens_per_batch": None,
-            "disable_dropout": True, "use_cpu": False, "max_length": 1024, "pad_to_multiple_of": None}  # fmt: skip
+            "disable_dropout": True, "use_cpu": False, "max_length": 1024, "pad_to_multiple_of": None,
+            "dataloader_drop_last": True}  # fmt: skip
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -50,6 +52,7 @@ def test_a_well_formed_launch_passes():
         (SP2, {"per_device_train_batch_size": 2}, True, "set `per_device_train_batch_size: 1`"),
         (SP2, {"max_tokens_per_batch": 4096}, True, "`max_tokens_per_batch` makes several rows"),
         (SP2, {"disable_dropout": False}, True, "set `disable_dropout: true`"),
+        (SP2, {"dataloader_drop_last": False}, True, "set `dataloader_drop_last: true`"),
         (SP2, {"use_cpu": True, "max_length": None}, True, "on CPU every row is padded to 2 x `max_length`"),
     ],
 )
@@ -103,3 +106,23 @@ def test_a_model_loaded_with_tensor_parallelism_is_refused():
     check_tensor_parallel(SimpleNamespace(tp_size=None))
     with pytest.raises(ValueError, match=r"tensor parallelism \(tp_size=2, from `tp_plan`"):
         check_tensor_parallel(SimpleNamespace(tp_size=2))
+
+
+def test_a_reference_with_another_attention_kernel_is_refused():
+    check_same_attention("flash_attention_2", "flash_attention_2")
+    with pytest.raises(ValueError, match="the reference model must use the policy's attention kernel"):
+        check_same_attention("flash_attention_2", "sdpa")
+
+
+@pytest.mark.parametrize("data_parallel, per_device, refused", [(1, 1, True), (2, 1, False), (1, 2, False)])
+def test_alpha_dpo_needs_two_pairs_per_gathered_micro_batch(data_parallel, per_device, refused):
+    """Its running std needs two margins; a group of SP ranks trains one pair at a time."""
+    from adadpo.training.launch_checks import check_alpha_dpo_batch
+
+    training = SimpleNamespace(per_device_train_batch_size=per_device, loss_names=["alpha_dpo"])
+    if refused:
+        with pytest.raises(ValueError, match="the std would never be estimated"):
+            check_alpha_dpo_batch(training, data_parallel)
+    else:
+        check_alpha_dpo_batch(training, data_parallel)
+    check_alpha_dpo_batch(SimpleNamespace(per_device_train_batch_size=1, loss_names=["adadpo"]), 1)

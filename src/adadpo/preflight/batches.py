@@ -5,7 +5,7 @@ import contextlib
 import torch
 
 from adadpo.training.logps import sequence_logps, unwrap_model
-from adadpo.training.sequence_parallel import slice_row, slices_attended_whole, with_pair_columns
+from adadpo.training.sequence_parallel import attention_over_group, slice_row, with_pair_columns
 
 
 def micro_batches(dataset, batch_size: int, count: int, start: int = 0) -> list[list[dict]]:
@@ -37,7 +37,7 @@ def _sliced(trainer, batch: dict):
     if group is None:
         yield pairs(batch), None
         return
-    with slices_attended_whole(trainer.model_wrapped):
+    with attention_over_group(trainer.model_wrapped):
         yield pairs(slice_row(batch, group)), group
 
 

@@ -5,6 +5,7 @@ loaded or a file is written; building a config does not read the launch environm
 
 import os
 
+from adadpo.losses import get_loss_spec
 from adadpo.training.sequence_parallel import LaunchParallelism, check_launch
 from adadpo.training.trl_compat import refresh_deepspeed_config
 
@@ -19,6 +20,7 @@ def apply_launch(training_args, environ=None) -> None:
         training_args.deepspeed
     )
     check_launch(parallelism, training_args, uses_deepspeed)
+    check_alpha_dpo_batch(training_args, training_args.world_size // parallelism.sp_size)
     if training_args.global_batch_size is not None:
         # the ranks of a sequence-parallel group share each micro-batch: the data-parallel size is world / sp
         accumulation = derive_gradient_accumulation(
@@ -64,3 +66,17 @@ def derive_gradient_accumulation(global_batch_size: int, data_parallel_size: int
             "Change `per_device_train_batch_size` or `global_batch_size`."
         )
     return global_batch_size // per_step
+
+
+def check_alpha_dpo_batch(training_args, data_parallel_size: int) -> None:
+    """alpha-DPO normalizes each pair's margin by the running std of the gathered micro-batches' margins: one pair per
+    gathered micro-batch has no std, so the normalizer would keep sigma = 1 for the whole run (under sequence
+    parallelism a micro-batch is one pair per group)."""
+    pairs = data_parallel_size * training_args.per_device_train_batch_size
+    normalized = [n for n in training_args.loss_names if get_loss_spec(n).needs_margin_normalizer]
+    if normalized and pairs < 2:
+        raise ValueError(
+            f"`{normalized[0]}` estimates its margin std from each micro-batch's pairs over the data-parallel ranks, "
+            f"here {pairs}: the std would never be estimated. Use `per_device_train_batch_size` >= 2 (more "
+            "data-parallel ranks: fewer GPUs per sequence-parallel group), or another loss."
+        )

@@ -120,6 +120,12 @@ def check_launch(parallelism: LaunchParallelism, args, uses_deepspeed: bool) -> 
         problems.append("`max_tokens_per_batch` makes several rows per micro-batch: remove it")
     if args.use_cpu and args.max_length is None:
         problems.append("on CPU every row is padded to 2 x `max_length` (gloo gathers equal sizes only): set it")
+    if not args.dataloader_drop_last:
+        problems.append(
+            "the ranks of a group train one pair after another, and at an epoch's end accelerate would pad the last "
+            "ranks' batches with repeats of the first pairs: set `dataloader_drop_last: true` (at most "
+            "processes - 1 pairs an epoch are left out)"
+        )
     if not args.disable_dropout:
         problems.append(
             "a live reference runs its slices in training mode (DeepSpeed's attention steps aside in eval mode): "
@@ -161,6 +167,16 @@ def check_model(parallelism: LaunchParallelism, model_config, attn_implementatio
         raise ValueError(
             f"Sequence parallelism over {sp} ranks cannot run this model: " + "; ".join(problems) + ". Change "
             "`parallelism_config_sp_size` in the accelerate config or the model arguments."
+        )
+
+
+def check_same_attention(policy_attention: str | None, reference_attention: str | None) -> None:
+    """DeepSpeed wraps the policy's attention kernel only: a reference with another kernel would attend within its
+    slice of the row."""
+    if policy_attention != reference_attention:
+        raise ValueError(
+            f"Under sequence parallelism the reference model must use the policy's attention kernel "
+            f"({policy_attention!r}), not {reference_attention!r}: load it with the same `attn_implementation`."
         )
 
 
@@ -243,13 +259,14 @@ def with_pair_columns(batch: dict) -> dict:
 
 
 @contextlib.contextmanager
-def slices_attended_whole(model):
-    """DeepSpeed's Ulysses attention runs only in training mode (in eval mode it attends within the slice, for
-    evaluation on whole sequences). A live reference model is in eval mode: inside this block its modules say
-    training, so a slice of a row is attended across the group as for the policy. Dropout is off in both models
-    (`disable_dropout`, checked at launch), so the mode changes nothing else."""
+def attention_over_group(model, sliced: bool = True):
+    """DeepSpeed's Ulysses attention runs for modules in training mode and steps aside in eval mode (attending within
+    what this rank holds). Inside this block every module of `model` says training (`sliced`: the batch is a slice of
+    a row, attended across the group) or eval (`sliced=False`: a whole row on this rank, e.g. a reference pass on the
+    policy while it trains). Dropout is off in both models (`disable_dropout`, checked at launch), so the mode changes
+    nothing else."""
     modes = {module: module.training for module in model.modules()}
-    model.train()
+    model.train(sliced)
     try:
         yield
     finally:
@@ -257,24 +274,51 @@ def slices_attended_whole(model):
             module.training = training
 
 
-def resumed_slices(adapter, num_batches: int):
-    """DeepSpeed's adapter past its first `num_batches` slices, for a run resumed mid-epoch (transformers' default,
-    accelerate's `skip_first_batches`, needs the wrapped dataloader). Each underlying batch of each rank becomes N
-    slices, so N-th of the count is skipped in the wrapped dataloader and the rest drawn."""
-    from accelerate import skip_first_batches
-    from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
+class EpochSlices:
+    """DeepSpeed's `UlyssesSPDataLoaderAdapter`, restarted at every epoch and resumable mid-epoch.
 
-    size = adapter.sp_world_size
-    resumed = UlyssesSPDataLoaderAdapter(
-        skip_first_batches(adapter.dl, num_batches // size),
-        sp_rank=adapter.sp_rank,
-        sp_group=adapter.sp_group,
-        sp_world_size=size,
-        device=adapter.device,
-    )
-    for _ in range(num_batches % size):
-        next(resumed)
-    return resumed
+    The adapter keeps one iterator over the wrapped dataloader for the whole run, and transformers reads exactly
+    `len(adapter)` slices an epoch, so that iterator never reaches its end: the next epoch's first read would end it
+    (an optimizer step without data, and every later pair of the epoch shifted). transformers calls `set_epoch` before
+    each epoch: it sets the wrapped dataloader's epoch (and its sampler's, as transformers does for a plain dataloader,
+    through `batch_sampler`) and starts a fresh pass, first skipping what a resumed run already trained on (`skip`):
+    N slices per underlying batch of each rank, so whole batches through accelerate's `skip_first_batches` (which
+    needs the wrapped dataloader, and copies its epoch) and the rest drawn."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return len(self.adapter)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.adapter)
+
+    @property
+    def batch_sampler(self):
+        return getattr(self.adapter.dl, "batch_sampler", None)
+
+    def skip(self, slices: int) -> "EpochSlices":
+        """Skip `slices` at the start of the next epoch (a run resumed mid-epoch)."""
+        self._skip = slices
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        from accelerate import skip_first_batches
+
+        loader, size = self.adapter.dl, self.adapter.sp_world_size
+        for target in (loader, getattr(self.batch_sampler, "batch_sampler", None)):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
+        skip, self._skip = self._skip, 0
+        self.adapter.iter = iter(skip_first_batches(loader, skip // size) if skip >= size else loader)
+        self.adapter.micro_batches.clear()
+        for _ in range(skip % size):
+            next(self.adapter)
 
 
 def slice_row(batch: dict, group: "SequenceParallelGroup") -> dict:
@@ -283,14 +327,11 @@ def slice_row(batch: dict, group: "SequenceParallelGroup") -> dict:
     from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPDataLoaderAdapter
 
     device = batch["input_ids"].device
-    adapter = UlyssesSPDataLoaderAdapter([batch], sp_rank=group.rank, sp_group=group.group, sp_world_size=group.size,
-                                         device=device)  # fmt: skip
+    adapter = UlyssesSPDataLoaderAdapter(
+        [batch], sp_rank=group.rank, sp_group=group.group, sp_world_size=group.size, device=device
+    )
     sliced = next(iter(adapter))
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in sliced.items()}
-
-
-def is_sliced_dataloader(dataloader) -> bool:
-    return type(dataloader).__name__ == "UlyssesSPDataLoaderAdapter"
 
 
 # ---- The group -------------------------------------------------------------------------------------------------------

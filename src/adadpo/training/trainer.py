@@ -27,16 +27,16 @@ from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.packing import check_packed_model
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.sequence_parallel import (
+    EpochSlices,
     LaunchParallelism,
     SequenceParallelGroup,
+    attention_over_group,
     check_model,
+    check_same_attention,
     check_tensor_parallel,
     fixed_row_length,
     is_sharded,
-    is_sliced_dataloader,
     parallelism_config,
-    resumed_slices,
-    slices_attended_whole,
     start_deepspeed_comm,
     with_pair_columns,
 )
@@ -45,6 +45,7 @@ from adadpo.training.trl_compat import (
     disable_gradient_checkpointing,
     get_attention_implementation,
     use_adapter,
+    wrap_sequence_parallel_dataloader,
 )
 
 
@@ -89,6 +90,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
         # Sequence parallelism (accelerate's launch config): checked against the model, then handed to accelerate
         self.parallelism = LaunchParallelism.from_environ()
         check_model(self.parallelism, model.config, get_attention_implementation(model))
+        if self.parallelism.enabled and ref_model is not None:  # DeepSpeed wraps one kernel: the policy's
+            check_same_attention(get_attention_implementation(model), get_attention_implementation(ref_model))
         check_tensor_parallel(model)
         if self.parallelism.enabled:
             args.parallelism_config = parallelism_config(self.parallelism, get_attention_implementation(model))
@@ -113,6 +116,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
             trl_hash=self.ref_cache is None,  # our cache keys on a cheap fingerprint instead
             **kwargs,
         )
+        if self.parallelism.enabled:  # DeepSpeed's adapter, made restartable per epoch and resumable
+            wrap_sequence_parallel_dataloader(self.accelerator, EpochSlices)
 
     # ---- Data ---------------------------------------------------------------------------------------------------
 
@@ -125,8 +130,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
     def get_resumed_dataloader(self, dataloader, num_batches):
         """A run resumed mid-epoch skips the batches already trained on; under sequence parallelism they are slices of
         DeepSpeed's adapter."""
-        if is_sliced_dataloader(dataloader):
-            return resumed_slices(dataloader, num_batches)
+        if isinstance(dataloader, EpochSlices):
+            return dataloader.skip(num_batches)
         return super().get_resumed_dataloader(dataloader, num_batches)
 
     def precompute_reference(self, dataset, split, batch_size):
@@ -146,8 +151,10 @@ class AdaDPOTrainer(TRLCompatTrainer):
             yield
 
     def compute_ref_log_probs(self, model, inputs):
-        """Reference log-probs of one batch (TRL's precompute calls this); packed batches work too."""
-        with self._reference_context(), self.accelerator.autocast():
+        """Reference log-probs of one batch of whole rows (TRL's precompute calls this); packed batches work too.
+        Under sequence parallelism the model may be the training policy (PEFT): its attention must not slice."""
+        whole = attention_over_group(model, sliced=False) if self.parallelism.enabled else contextlib.nullcontext()
+        with self._reference_context(), self.accelerator.autocast(), whole:
             return sequence_logps(model, inputs, ld_alpha=self.args.ld_alpha).logps.chunk(2, dim=0)
 
     def reference_logps(self, inputs, group: SequenceParallelGroup | None = None):
@@ -157,7 +164,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         reference = self.ref_model or self.model
-        with self._reference_context(), slices_attended_whole(reference) if group else contextlib.nullcontext():
+        with self._reference_context(), attention_over_group(reference) if group else contextlib.nullcontext():
             out = sequence_logps(reference, inputs, ld_alpha=self.args.ld_alpha, sequence_parallel=group)
         return out.logps.chunk(2)
 
@@ -222,7 +229,9 @@ class AdaDPOTrainer(TRLCompatTrainer):
     def _log_pair_metrics(self, mode, out, policy, chosen_logps, rejected_logps, ref_chosen, ref_rejected, group):
         """Gather this micro-batch's per-pair values; `log` summarises every pair since the last log at once, so a
         median, min or max covers the whole optimizer step (or eval set), however it is split into micro-batches."""
-        gather = self._pair_gather(group, self.accelerator.gather_for_metrics)
+        # a slice's pairs: `gather`, since gather_for_metrics would cut an epoch's last batch to the remainder of
+        # the dataset per process, which sequence-parallel ranks sharing each pair do not have
+        gather = self._pair_gather(group, self.accelerator.gather if group else self.accelerator.gather_for_metrics)
         per_pair = {
             "chosen_rewards": out.chosen_rewards,
             "rejected_rewards": out.rejected_rewards,
@@ -241,7 +250,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if mode == "train":
             # as TRL counts: tensor-parallel ranks hold the same batch, so the gathered count repeats it per rank
             # (each rank of a sequence-parallel group counts the tokens of its own slice)
-            tokens = int(self.accelerator.gather_for_metrics(policy.num_tokens.reshape(1)).sum().item())
+            gather_tokens = self.accelerator.gather if group else self.accelerator.gather_for_metrics
+            tokens = int(gather_tokens(policy.num_tokens.reshape(1)).sum().item())
             self.total_train_tokens += tokens // self.tensor_parallel_size
             self.set_logged_metric(mode, "num_tokens", self.total_train_tokens)
 

@@ -34,6 +34,7 @@ __all__ = [
     "get_attention_implementation",
     "refresh_deepspeed_config",
     "use_adapter",  # PEFT: the reference is the policy with its adapter off (or TRL's frozen `ref` adapter on)
+    "wrap_sequence_parallel_dataloader",
 ]
 
 
@@ -283,3 +284,15 @@ def refresh_deepspeed_config(args) -> None:
     args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(args.deepspeed)
     args.hf_deepspeed_config.trainer_config_process(args)
     args.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=args.hf_deepspeed_config)
+
+
+# ---- accelerate: the training dataloader under sequence parallelism -------------------------------------------------
+
+
+def wrap_sequence_parallel_dataloader(accelerator, wrap) -> None:
+    """transformers' training loop (5.x `_inner_training_loop`) wraps the prepared training dataloader in DeepSpeed's
+    `UlyssesSPDataLoaderAdapter` through `accelerator.deepspeed_ulysses_dl_adapter(dataloader, model)`, after
+    preparing the model; `wrap` is applied to what that returns. The seam: an instance attribute shadows the method
+    for this accelerator only."""
+    adapter = accelerator.deepspeed_ulysses_dl_adapter
+    accelerator.deepspeed_ulysses_dl_adapter = lambda dataloader, model: wrap(adapter(dataloader, model))
