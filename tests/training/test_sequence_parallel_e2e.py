@@ -109,25 +109,31 @@ def test_a_killed_sequence_parallel_run_resumes_in_its_second_epoch_as_if_uninte
     assert_weights_close(tmp_path / "killed", uninterrupted / "sp", rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss_type, stage", [("dpo", 3), ("simpo", 2)])
+# (loss, ZeRO stage, processes, pairs per optimizer step): SimPO runs 4 processes, two SP groups of 2 with 2
+# accumulation steps each, against one process accumulating 4 pairs
+@pytest.mark.parametrize("loss_type, stage, processes, pairs", [("dpo", 3, 2, 2), ("simpo", 2, 4, 4)])
 def test_more_losses_and_zero3_with_sequence_parallelism_equal_one_process(
-    loss_type, stage, tiny_model_dir, pref_jsonl, tmp_path
+    loss_type, stage, processes, pairs, tiny_model_dir, pref_jsonl, tmp_path
 ):
     """DPO with its reference log-probs precomputed once into the shared cache by the one-process run and found there
-    by the SP run (ZeRO-3: each share's gradient scaled as DeepSpeed's reduction needs); SimPO, reference-free."""
+    by the SP run (ZeRO-3: each share's gradient scaled as DeepSpeed's reduction needs); SimPO, reference-free, with
+    two SP groups (`parallelism_config_dp_replicate_size: 2`): per-pair metrics counted once per group."""
     cache = (
         {"precompute_ref_log_probs": True, "ref_logps_cache_dir": str(tmp_path / "cache")}
         if loss_type == "dpo"
         else {}
     )
+    run = {"loss_type": loss_type, "global_batch_size": pairs, **cache}
     with pytest.MonkeyPatch.context() as mp:
         from tests.helpers.flash_reference import emulate_flash
 
         emulate_flash(mp)
-        _, one = run_and_report(sp_args(tiny_model_dir, pref_jsonl, tmp_path / "one", loss_type=loss_type, **cache))
-    launched(tmp_path, stage, sp_args(tiny_model_dir, pref_jsonl, tmp_path / "sp", loss_type=loss_type, **cache))
-    rank0, _ = read_reports(tmp_path / "sp", 2)
-    assert rank0["zero_stage"] == stage
+        _, one = run_and_report(sp_args(tiny_model_dir, pref_jsonl, tmp_path / "one", **run))
+    sp_launch = deepspeed_launch_config(tmp_path, stage, num_processes=processes, sp_size=2)
+    launch(sp_launch, sp_args(tiny_model_dir, pref_jsonl, tmp_path / "sp", **run), tmp_path, emulate_flash=True)
+    rank0, *_ = read_reports(tmp_path / "sp", processes)
+    assert rank0["zero_stage"] == stage and rank0["world_size"] == processes
+    assert all(e["batch/pairs"] == pairs for e in step_logs(rank0))
     if cache:  # computed by the one-process run, found by the SP run under the same key
         assert one["ref_cache"].keys() == rank0["ref_cache"].keys() == {"train", "eval"}
         for split, lookup in one["ref_cache"].items():
