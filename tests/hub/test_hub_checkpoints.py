@@ -30,7 +30,7 @@ from transformers.trainer_utils import HubStrategy
 import adadpo.hub.push
 from adadpo.hub import checkpoints as hub_checkpoints
 from adadpo.hub.checkpoints import MODEL_PATTERNS, CheckpointPusher
-from adadpo.hub.resume import HubResumeError, check_world_size
+from adadpo.hub.resume import HubResumeError, check_world_size, resume_from_hub
 from tests.helpers.hub_standin import LocalHub
 from tests.helpers.runs import (
     StepCounter,
@@ -281,11 +281,11 @@ def test_kill_after_a_pushed_checkpoint_then_resume_from_the_hub_on_an_empty_out
     assert_no_token(killed)
 
 
-def _deepspeed_checkpoint_of_two_ranks(repo: Path):
+def _deepspeed_checkpoint(repo: Path, ranks: int = 2):
     folder = repo / "last-checkpoint"
     (folder / "global_step2").mkdir(parents=True)
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    for rank in (0, 1):
+    for rank in range(ranks):
         (folder / "global_step2" / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_text("shard")
         (folder / "global_step2" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt").write_text("shard")
 
@@ -305,12 +305,32 @@ def test_resume_from_the_hub_fails_clearly_before_anything_is_written(
         local_hub.repo(REPO_ID).mkdir(parents=True)
         (local_hub.repo(REPO_ID) / "README.md").write_text("a model, no checkpoint")
     if case == "deepspeed_world_size":
-        _deepspeed_checkpoint_of_two_ranks(local_hub.repo(REPO_ID))
+        _deepspeed_checkpoint(local_hub.repo(REPO_ID))
     out = tmp_path / "out"
     argv = tiny_run_args(tiny_model_dir, pref_jsonl, out, hub_model_id=REPO_ID, resume_from_checkpoint="hub")
     with pytest.raises(HubResumeError, match=message):
         train(run_adadpo, argv)
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(("shards", "processes"), [(1, 2), (2, 1), (2, 4)])
+def test_resume_from_the_hub_refuses_a_deepspeed_checkpoint_of_any_other_process_count(
+    tmp_path, local_hub, shards, processes
+):
+    """More processes than the checkpoint's shards is refused too, not only fewer: DeepSpeed re-partitions the ZeRO
+    optimizer shards in neither direction."""
+    _deepspeed_checkpoint(local_hub.repo(REPO_ID), ranks=shards)
+    out = tmp_path / "out"
+    args = SimpleNamespace(  # process 0 of a launch of `processes`
+        hub_model_id=REPO_ID, hub_revision=None, output_dir=str(out), resume_from_checkpoint="hub",
+        world_size=processes, should_save=True, save_on_each_node=False,
+        main_process_first=lambda **kwargs: contextlib.nullcontext(),
+    )  # fmt: skip
+    with pytest.raises(
+        HubResumeError, match=rf"by {shards} processes .* this run has {processes}.*processes {shards}`"
+    ):
+        resume_from_hub(args)
+    assert not out.exists()
 
 
 def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd, timeout=600):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import adadpo.preflight.packing
 from adadpo.cli import preflight as preflight_cli
 from adadpo.losses import PreferenceLoss
 from adadpo.preflight.report import Report
@@ -76,6 +77,17 @@ def test_fails_on_an_attention_that_ignores_packed_boundaries(
     assert code == 1
     assert set(failed(rows)) == {"packed (sdpa) == padded (sdpa)"}
     assert "padding_free: false" in rows["packed (sdpa) == padded (sdpa)"]["fix"]
+
+
+def test_fails_when_the_negative_control_cannot_differ(preflight, tiny_model_dir, pref_jsonl, tmp_path, monkeypatch):
+    """The negative control is a check of its own: a control that cannot differ from the packed run (here its
+    positions restart like the packed row's) leaves the packing check blind to a leak, so its row must FAIL and the
+    exit code be 1 (a control forced to PASS would hide that)."""
+    monkeypatch.setattr(adadpo.preflight.packing, "_unrestarted", lambda batch: batch)
+    code, rows, _ = run(preflight, tmp_path, tiny_model_dir, pref_jsonl, padding_free=True)
+    control = "negative control (positions not restarted) differs"
+    assert code == 1 and set(failed(rows)) == {control}
+    assert "padding_free: false" in rows[control]["fix"]
 
 
 def test_fails_on_a_template_that_adds_a_second_bos(preflight, tiny_model_dir, pref_jsonl, tmp_path):

@@ -1,13 +1,20 @@
 """Reference log-prob cache: written once, hit without any reference forward, missed when settings change,
 recomputed when corrupt, and equal to freshly computed log-probs."""
 
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from adadpo.training.ref_cache import weights_fingerprint
+from adadpo.files import write_jsonl_atomic
+from adadpo.testing import CHATML_TEMPLATE
+from adadpo.training.ref_cache import ReferenceLogpsCache, weights_fingerprint
 from adadpo.training.trainer import AdaDPOTrainer
-from tests.helpers.runs import tiny_run_args
+from tests.helpers.runs import preference_rows_with_margin, tiny_run_args
 
 
 def _run(run_adadpo, model_dir, data, out, cache, **overrides):
@@ -58,19 +65,96 @@ def test_cache_written_then_hit_without_reference_forward(run_adadpo, tiny_model
     np.testing.assert_array_equal(first.train_dataset["ref_chosen_logps"], second.train_dataset["ref_chosen_logps"])
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"max_length": 48},
-        {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"},
-        {"padding_free": True},  # packed sequences: the same log-probs only up to float error, so a new entry
-    ],
-)
-def test_changed_settings_miss(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, change):
+# ---- Every entry of the key, changed alone, misses ---------------------------------------------------------------
+
+# max_length 32 cuts most of the tiny pairs (prompts of up to 27 tokens, pairs of up to 44) and drops none, so
+# `max_length` and `truncation_mode` change the log-probs (at the default 64 nothing is cut and a key without them
+# would hit with the right numbers by luck).
+TRUNCATING = {"max_length": 32}
+
+
+def _one_weight_changed(model_dir, tmp_path):
+    """The same folder (same `name_or_path`), one tensor changed in place: only the weights tell them apart."""
+    path = model_dir / "model.safetensors"
+    weights = load_file(path)
+    weights["model.layers.1.mlp.down_proj.weight"][0, 0] += 0.5
+    save_file(weights, path, metadata={"format": "pt"})
+    return {}
+
+
+def _same_model_elsewhere(model_dir, tmp_path):
+    return {"model_name_or_path": shutil.copytree(model_dir, tmp_path / "elsewhere")}
+
+
+def _other_pairs(model_dir, tmp_path):  # as many rows (a different count would miss on the row check alone)
+    return {"dataset_name": write_jsonl_atomic(tmp_path / "other.jsonl", preference_rows_with_margin(32, seed=1))}
+
+
+@dataclass
+class KeyChange:
+    entries: set  # the key entries the change moves: one wherever a run's arguments can move it alone
+    change: dict | Callable  # run overrides, or (model folder, tmp_path) -> run overrides
+    logps_change: bool  # whether the reference log-probs change too (a stale hit would train on wrong numbers)
+    base: dict = field(default_factory=dict)  # overrides of both runs
+
+
+KEY_CHANGES = {
+    "weights": KeyChange({"weights"}, _one_weight_changed, True),
+    "model path": KeyChange({"reference", "tokenizer"}, _same_model_elsewhere, False),  # the tokenizer is the model's
+    # The entry reads `model_init_kwargs`; `model_revision` alone does not reach it (the weights entry does).
+    "revision": KeyChange({"revision"}, {"model_revision": "v2", "model_init_kwargs": '{"revision": "v2"}'}, False),
+    "dtype": KeyChange({"dtype", "weights"}, {"dtype": "bfloat16"}, True),  # the fingerprint hashes dtypes too
+    "attn_implementation": KeyChange({"attn_implementation"}, {"attn_implementation": "eager"}, False),
+    "tokens": KeyChange({"tokens"}, _other_pairs, True),
+    "chat_template": KeyChange({"chat_template"}, {"chat_template": CHATML_TEMPLATE + "{# same tokens #}"}, False),
+    "max_length": KeyChange({"max_length"}, {"max_length": 36}, True),
+    "truncation_mode": KeyChange({"truncation_mode"}, {"truncation_mode": "keep_end"}, True),
+    "ld_alpha": KeyChange({"ld_alpha"}, {"ld_alpha": 0.5}, True),
+    "collator": KeyChange({"collator"}, {"padding_free": True}, False),  # packed: equal up to float error
+    "max_tokens_per_batch": KeyChange(
+        {"max_tokens_per_batch"}, {"max_tokens_per_batch": 96}, False, base={"padding_free": True}
+    ),
+}
+
+
+@pytest.fixture
+def key_parts(monkeypatch) -> list[dict]:
+    """What each cache lookup hashed (`ReferenceLogpsCache.key_parts`), in order."""
+    recorded = []
+    original = ReferenceLogpsCache.key_parts
+
+    def recording(trainer, dataset):
+        recorded.append(original(trainer, dataset))
+        return recorded[-1]
+
+    monkeypatch.setattr(ReferenceLogpsCache, "key_parts", staticmethod(recording))
+    return recorded
+
+
+@pytest.mark.parametrize("case", list(KEY_CHANGES))
+def test_each_key_entry_changed_alone_misses(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, key_parts, case):
+    """A run, then the same run with one setting changed: a new entry, never the first run's log-probs. Catches an
+    entry dropped from the key (e.g. `weights`: a fine-tune saved over the same folder would reuse the old model's
+    log-probs; `truncation_mode`: keep_end would train on keep_start's)."""
+    spec = KEY_CHANGES[case]
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")  # the weights case rewrites it
     cache = tmp_path / "cache"
-    _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "a", cache)
-    trainer = _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "b", cache, **change)
-    assert trainer.ref_cache.last_hit is False and len(_entries(cache)) == 2
+    first = _run(run_adadpo, model_dir, pref_jsonl, tmp_path / "a", cache, **TRUNCATING, **spec.base)
+    change = spec.change(model_dir, tmp_path) if callable(spec.change) else spec.change
+    second = _run(run_adadpo, model_dir, pref_jsonl, tmp_path / "b", cache, **{**TRUNCATING, **spec.base, **change})
+    assert second.ref_cache.last_hit is False and len(_entries(cache)) == 2
+    if spec.logps_change:  # (LD-DPO weights only the longer completion: the tiny data's rejected one)
+        columns = ("ref_chosen_logps", "ref_rejected_logps")
+        gap = max(np.abs(np.subtract(first.train_dataset[c], second.train_dataset[c])).max() for c in columns)
+        assert gap > 1e-3
+    before, after = key_parts
+    assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == spec.entries
+
+
+def test_every_key_entry_has_a_case(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, key_parts):
+    _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "a", tmp_path / "cache", ld_alpha=0.5)
+    (parts,) = key_parts
+    assert set(parts) == set().union(*(spec.entries for spec in KEY_CHANGES.values()))
 
 
 def test_truncated_cache_is_detected_and_recomputed(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, counted):

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from adadpo.losses import PreferenceLoss
-from adadpo.run_folder import NORMALIZER_FILE
+from adadpo.run_folder import COUNTERS_FILE, NORMALIZER_FILE
 from adadpo.training.nonfinite import NonFiniteStepsError
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.trainer import AdaDPOTrainer
@@ -96,6 +96,19 @@ def test_nonfinite_steps_in_a_row_stop_with_a_clear_error(run_adadpo, tiny_model
         assert all(torch.isfinite(t).all() for t in load_file(folder / "model.safetensors").values())
 
 
+def test_isolated_nonfinite_steps_do_not_add_up_to_a_stop(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, caplog):
+    """`max_nonfinite_steps` counts skipped steps in a row: a good step in between restarts the count, so two bad
+    steps apart never stop a run with a limit of 2 (a count never reset would stop it at step 4)."""
+    argv = tiny_run_args(
+        tiny_model_dir, pref_jsonl, tmp_path / "out", loss_type="simpo", max_steps=5, max_nonfinite_steps=2
+    )
+    with mock.patch.object(PreferenceLoss, "__call__", poisoned_loss({2, 4}, "loss")):
+        trainer = train(run_adadpo, argv)
+    assert trainer.state.global_step == 5
+    assert [e["nonfinite_steps"] for e in step_logs(trainer)] == [0, 1, 1, 2, 2]
+    assert "optimizer step skipped (1 in a row, 2 in total)" in caplog.text
+
+
 class PoisonWeightsAt(TrainerCallback):
     def __init__(self, step):
         self.step = step
@@ -147,6 +160,36 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted_run(
     uninterrupted = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, whole, **common))
 
     assert_resumed_run_equals_uninterrupted(resumed, killed, uninterrupted, whole, last_step=6)
+
+
+class CrashAfterSave(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError("crash after the checkpoint (injected)")
+
+
+def test_resume_restores_the_count_of_skipped_steps(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    """A step skipped before the checkpoint still counts after the resume: `nonfinite_steps` travels in the
+    checkpoint's counters (a resume that did not restore it would log 0 from the first resumed step on)."""
+    out = tmp_path / "out"
+    argv = tiny_run_args(tiny_model_dir, pref_jsonl, out, loss_type="simpo", max_steps=4, save_steps=2)
+    with (
+        mock.patch.object(PreferenceLoss, "__call__", poisoned_loss({2}, "loss")),
+        extra_callbacks(CrashAfterSave(2)),
+        pytest.raises(RuntimeError, match="injected"),
+    ):
+        train(run_adadpo, argv)
+    assert json.loads((out / "checkpoint-2" / COUNTERS_FILE).read_text())["nonfinite_steps"] == 1
+
+    counter = StepCounter()
+    with extra_callbacks(counter):
+        resumed = train(run_adadpo, argv)  # no bad step this time
+    assert counter.steps == [3, 4]
+    assert [(e["step"], e["nonfinite_steps"]) for e in step_logs(resumed)] == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    assert json.loads((out / "checkpoint-4" / COUNTERS_FILE).read_text())["nonfinite_steps"] == 1
 
 
 # ---- A crash while writing a checkpoint or the reference cache --------------------------------------------------

@@ -128,11 +128,18 @@ class ReferenceLogpsCache:
 
     def key(self, trainer, dataset: Dataset) -> str:
         """Every process must call this: sharded reference weights are hashed collectively."""
+        parts = self.key_parts(trainer, dataset)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    @staticmethod
+    def key_parts(trainer, dataset: Dataset) -> dict:
+        """What the key hashes, by name (every process must call this). Each entry is tested by changing it alone
+        (`tests/training/test_ref_cache.py`): an entry added here needs a case there."""
         model = trainer.accelerator.unwrap_model(trainer.ref_model or trainer.model)
         base = model.get_base_model() if is_peft_model(model) else model
         args = trainer.args
         accelerator = trainer.accelerator
-        parts = {
+        return {
             "reference": base.config.name_or_path,
             "revision": (args.model_init_kwargs or {}).get("revision"),
             "weights": weights_fingerprint(
@@ -152,7 +159,6 @@ class ReferenceLogpsCache:
             "collator": type(trainer.data_collator).__name__,
             "max_tokens_per_batch": args.max_tokens_per_batch,
         }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def _paths(self, key: str, name: str) -> tuple[str, str]:
         folder = os.path.join(self.cache_dir, key)
