@@ -7,6 +7,7 @@ The loss hyperparameters are not written here: `LossHyperparameters` is derived 
 """
 
 import dataclasses
+import signal
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,27 @@ def _hparam_field(hparam: HParam) -> tuple[str, type, dataclasses.Field]:
 LossHyperparameters = dataclasses.make_dataclass(
     "LossHyperparameters", [_hparam_field(hparam) for hparam in LOSS_HPARAMS.values()]
 )
+
+
+_UNCATCHABLE = {"SIGKILL", "SIGSTOP"}
+
+
+def parse_signal_names(text: str | None) -> list[str]:
+    """`stop_signals` as written ("SIGTERM,SIGUSR1", "USR1", "none" or empty for none): canonical names, or a
+    ValueError naming the bad entry."""
+    names = [] if text is None else [part.strip().upper() for part in str(text).split(",") if part.strip()]
+    if names in ([], ["NONE"]):
+        return []
+    canonical = []
+    for name in names:
+        full = name if name.startswith("SIG") else f"SIG{name}"
+        if not isinstance(getattr(signal, full, None), signal.Signals) or full in _UNCATCHABLE:
+            raise ValueError(
+                f"`stop_signals`: {name!r} is not a signal a process can catch. Use names such as SIGTERM, SIGUSR1 "
+                "or SIGUSR2 (comma-separated), or `none` to keep the default behaviour (the process dies at once)."
+            )
+        canonical.append(full)
+    return list(dict.fromkeys(canonical))
 
 
 @dataclass
@@ -158,6 +180,29 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         default=3,
         metadata={"help": "Skip optimizer steps with a non-finite loss/gradient; stop after this many in a row."},
     )
+    stop_signals: str = field(
+        default="SIGTERM,SIGUSR1",
+        metadata={
+            "help": "On these signals (comma-separated; `none`: die at once, as without this) every process finishes "
+            "the current optimizer step, a checkpoint is written, and the script exits with code 75 so that the "
+            "same command (or a requeued job) resumes; see docs/reliability.md and scripts/slurm/launch.slurm."
+        },
+    )
+    stop_push_grace_seconds: float = field(
+        default=120.0,
+        metadata={
+            "help": "After a stop signal, how long to wait for that checkpoint's Hub push (`hub_strategy` "
+            "checkpoint/all_checkpoints) before exiting; the local checkpoint is complete either way."
+        },
+    )
+    oom_resplit: bool = field(
+        default=True,
+        metadata={
+            "help": "When a micro-batch's forward runs out of memory, split it (pairs kept whole, packed rows "
+            "re-packed) and accumulate the parts to the same optimizer step; later micro-batches of that size are "
+            "split at once. false: an out-of-memory error stops the run as usual. See docs/reliability.md."
+        },
+    )
 
     def __post_init__(self):
         for name in ("eval_strategy", "save_strategy", "logging_strategy"):
@@ -174,6 +219,9 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
         loss = PreferenceLoss(self.loss_names, weights=self.loss_weights, **self.loss_hparams)
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"`max_nonfinite_steps` must be >= 1, got {self.max_nonfinite_steps}.")
+        parse_signal_names(self.stop_signals)
+        if self.stop_push_grace_seconds < 0:
+            raise ValueError(f"`stop_push_grace_seconds` must be >= 0, got {self.stop_push_grace_seconds}.")
         problems = [
             *refusal_messages(self, field_defaults(type(self))),
             *self._unread_hparams(loss),

@@ -211,7 +211,10 @@ TRAINING_ARGUMENTS = {
     "do_train": _ours("scripts/run_adadpo.py always trains (the handbook's run_dpo.py does not read it either)"),
     "do_eval": _ours("the final evaluation on the eval split; `false` skips it (unset: it runs)"),
     "do_predict": _refused("there is no prediction stage; evaluate with scripts/evaluate.py"),
-    "resume_from_checkpoint": _ours("a checkpoint folder, or `hub` (the newest pushed checkpoint)"),
+    "resume_from_checkpoint": _ours(
+        "a checkpoint folder, `hub` (the newest pushed checkpoint) or `auto` (the newest local one, else the Hub's, "
+        "else a fresh start: the same command requeued)"
+    ),
     "local_rank": _tf("set by the launcher"),
 }
 
@@ -278,6 +281,11 @@ def refusal_messages(config, defaults: dict) -> list[str]:
 def option_conflicts(args, needs_reference: bool, loss_names: list[str]) -> list[str]:
     """The applied options refused in some combinations (each named in its note above), as messages."""
     problems = []
+    if args.resume_from_checkpoint == "auto" and args.overwrite_output_dir:
+        problems.append(
+            "`resume_from_checkpoint: auto` continues the run in `output_dir`, `overwrite_output_dir: true` starts "
+            "it over: drop one of them (a requeued job needs `auto` alone)"
+        )
     if args.use_weighting and not needs_reference:
         problems.append(
             "`use_weighting` (WPO) weighs each pair by the policy's probability of both responses relative to "

@@ -75,6 +75,26 @@ def train(run_adadpo, argv):
     return run_adadpo.main(*run_adadpo.parse_args(argv), argv=argv)
 
 
+class OutOfMemoryAbove(TrainerCallback):
+    """The test hook of the out-of-memory tests: the policy's forward raises the real `torch.OutOfMemoryError` when
+    its `input_ids` hold more than `tokens` entries (padding included, as memory counts them), on `ranks` only."""
+
+    def __init__(self, tokens: int, ranks=None):
+        self.tokens, self.ranks, self.raised = tokens, ranks, 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.ranks is not None and args.process_index not in self.ranks:
+            return
+
+        def check(module, forward_args, forward_kwargs):
+            input_ids = forward_kwargs.get("input_ids", forward_args[0] if forward_args else None)
+            if input_ids is not None and input_ids.numel() > self.tokens:
+                self.raised += 1
+                raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {input_ids.numel()} > {self.tokens})")
+
+        model.register_forward_pre_hook(check, with_kwargs=True)
+
+
 @contextlib.contextmanager
 def extra_callbacks(*callbacks):
     """Every Trainer built inside gets these callbacks too (`main` builds its trainer itself)."""

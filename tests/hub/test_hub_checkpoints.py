@@ -431,14 +431,14 @@ if __name__ == "__main__":
         # process 0 has downloaded the Hub's into the run folder (it must still join process 0's barrier).
         import adadpo.hub.resume
 
-        def get_last_checkpoint_after_the_download(folder, real=adadpo.hub.resume.get_last_checkpoint):
+        def newest_local_checkpoint_after_the_download(folder, real=adadpo.hub.resume.newest_local_checkpoint):
             deadline = time.monotonic() + 120
             while not list(Path(folder).glob("checkpoint-*")):
                 assert time.monotonic() < deadline, "process 0 did not download the checkpoint"
                 time.sleep(0.05)
             return real(folder)
 
-        adadpo.hub.resume.get_last_checkpoint = get_last_checkpoint_after_the_download
+        adadpo.hub.resume.newest_local_checkpoint = newest_local_checkpoint_after_the_download
         output_dir = next(arg.split("=", 1)[1] for arg in run_argv if arg.startswith("--output_dir="))
         Path(output_dir).mkdir(parents=True, exist_ok=True)  # empty: so that this process does look
 

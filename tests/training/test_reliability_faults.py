@@ -6,12 +6,14 @@ Run as a script, this file is the harness of the SIGKILL test:
 trains and SIGKILLs itself right after checkpoint-KILL_STEP is saved (no cleanup, no atexit: a hard crash).
 """
 
+import errno
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -22,6 +24,7 @@ from transformers import TrainerCallback
 
 from adadpo.losses import PreferenceLoss
 from adadpo.run_folder import COUNTERS_FILE, NORMALIZER_FILE
+from adadpo.training.checkpointing import CheckpointWriteError
 from adadpo.training.nonfinite import NonFiniteStepsError
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.trainer import AdaDPOTrainer
@@ -198,7 +201,7 @@ def test_resume_restores_the_count_of_skipped_steps(run_adadpo, tiny_model_dir, 
 def _crash_in_rng_state(original):
     def crash(self, output_dir):
         if self.state.global_step == 4:
-            raise OSError("No space left on device (injected)")
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
         return original(self, output_dir)
 
     return mock.patch.object(AdaDPOTrainer, "_save_rng_state", crash)
@@ -207,7 +210,8 @@ def _crash_in_rng_state(original):
 def _crash_in_normalizer_file(original):
     def crash(path, payload):
         if path.endswith(NORMALIZER_FILE) and "checkpoint-4" in path:
-            raise OSError("No space left on device (injected)")
+            Path(path).write_text('{"mean": 0.')  # half-written, as a full disk leaves it
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
         return original(path, payload)
 
     return mock.patch("adadpo.training.checkpointing.write_json_atomic", crash)
@@ -217,20 +221,25 @@ def _crash_in_normalizer_file(original):
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
     run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, where
 ):
-    """With `save_total_limit: 1` the old checkpoint may only go once the new one is complete."""
+    """A full disk (ENOSPC) while checkpoint-4 is written: the run stops with a message naming the intact
+    checkpoint-2, the staged copy is removed, and with `save_total_limit: 1` the old checkpoint stays until a new one is
+    complete; the same command resumes from it and ends where an uninterrupted run ends."""
     import adadpo.training.checkpointing
 
     out = tmp_path / "out"
-    argv = tiny_run_args(
-        tiny_model_dir, pref_jsonl, out, loss_type="alpha_dpo", max_steps=4, save_steps=2, save_total_limit=1
-    )
+    common = {"loss_type": "alpha_dpo", "max_steps": 4, "save_steps": 2, "save_total_limit": 1}
+    argv = tiny_run_args(tiny_model_dir, pref_jsonl, out, **common)
     crash = (
         _crash_in_rng_state(AdaDPOTrainer._save_rng_state)
         if where == "transformers_save"
         else _crash_in_normalizer_file(adadpo.training.checkpointing.write_json_atomic)
     )
-    with crash, pytest.raises(OSError, match="injected"):
+    with crash, pytest.raises(CheckpointWriteError) as stopped:
         train(run_adadpo, argv)
+    message = str(stopped.value)
+    assert "No space left on device (injected)" in message and f"{out / 'checkpoint-2'}, is intact" in message
+    assert "Free space or lower `save_total_limit`" in message
+    assert not (out / ".checkpoint-staging").exists()  # the half-written copy is gone
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     previous = out / "checkpoint-2"
     for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", NORMALIZER_FILE):
@@ -239,9 +248,13 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
 
     counter = StepCounter()
     with extra_callbacks(counter):
-        train(run_adadpo, argv)  # resumes from the intact checkpoint-2
+        resumed = train(run_adadpo, argv)  # resumes from the intact checkpoint-2
     assert counter.steps == [3, 4]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # rotated once complete
+    if where == "normalizer_file":  # (one case is enough for the equality)
+        whole = tmp_path / "whole"
+        uninterrupted = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, whole, **common))
+        assert_resumed_run_equals_uninterrupted(resumed, out, uninterrupted, whole, last_step=4)
 
 
 def test_best_checkpoint_is_tracked_under_its_final_name(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):

@@ -11,7 +11,6 @@ import time
 
 import datasets
 import transformers
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
 from adadpo.cli import REFUSAL_ERRORS, is_refusal, refusals_before_training
@@ -19,10 +18,11 @@ from adadpo.config import AdaDPOConfig, ScriptArguments
 from adadpo.files import write_json_atomic
 from adadpo.hub.checkpoints import CheckpointPusher
 from adadpo.hub.push import HubError, hub_repo_id, safe_push
-from adadpo.hub.resume import HUB_RESUME, resume_from_hub
+from adadpo.hub.resume import resume_checkpoint
 from adadpo.recipe import parse_args, save_resolved_config
 from adadpo.run_folder import RunFolder
 from adadpo.training.build import build_trainer
+from adadpo.training.preemption import PREEMPTED_EXIT_CODE
 
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,8 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     log_level = training_args.get_process_log_level()
     for lib_logger in (logger, logging.getLogger("adadpo"), datasets.utils.logging, transformers.utils.logging):
         lib_logger.set_verbosity(log_level) if hasattr(lib_logger, "set_verbosity") else lib_logger.setLevel(log_level)
-    last_checkpoint = None
     if training_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
         set_aside_checkpoints(training_args)  # start over; the earlier run's checkpoints are kept, not resumed from
-    elif os.path.isdir(training_args.output_dir) and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is not None:
-            logger.info("Resuming from the last checkpoint in output_dir: %s", last_checkpoint)
 
     ##########################################
     # Model, tokenizer, data and trainer
@@ -77,10 +72,12 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     ##########
     # Training
     ##########
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-    if checkpoint == HUB_RESUME:
-        checkpoint = resume_from_hub(training_args, hub_token)
+    # unset: the newest complete checkpoint in output_dir; `auto`: that, else the Hub's; `hub`: the Hub's
+    checkpoint = resume_checkpoint(training_args, push_to_hub, hub_token)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.stop_on_signal.stopped:  # a checkpoint of this step is written: hand back to the scheduler
+        stop_after_signal(trainer, training_args)
+        return trainer
     metrics = {**train_result.metrics, "train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics, combined=False)
@@ -119,6 +116,28 @@ def main(script_args: ScriptArguments, training_args: AdaDPOConfig, model_args: 
     return trainer
 
 
+def stop_after_signal(trainer, args) -> None:
+    """After a stop signal: no final evaluation or model (the run is not finished); wait for the checkpoint's Hub push
+    within `stop_push_grace_seconds` (the pusher runs on the main process only)."""
+    step = trainer.stop_on_signal.stopped_at_step
+    if trainer.hub_pusher is not None and trainer.accelerator.is_main_process:
+        if not trainer.hub_pusher.finish(timeout=args.stop_push_grace_seconds):
+            trainer.stop_on_signal.push_pending = True
+            logger.warning(
+                "The Hub push of checkpoint-%d did not finish within stop_push_grace_seconds=%s; the local checkpoint "
+                "is complete and is pushed again by the resumed run's next save.",
+                step,
+                args.stop_push_grace_seconds,
+            )
+    trainer.accelerator.wait_for_everyone()
+    logger.warning(
+        "Stopped on %s after checkpoint-%d: exit code %d; rerun the same command to resume.",
+        trainer.stop_on_signal.received,
+        step,
+        PREEMPTED_EXIT_CODE,
+    )
+
+
 def set_aside_checkpoints(args) -> None:
     """`overwrite_output_dir`: move `output_dir`'s checkpoints into `previous-runs/<time>/` (main process; every
     process waits), so neither this run nor a relaunch of it resumes from them, and nothing is deleted."""
@@ -136,7 +155,7 @@ def cli() -> int:
     try:
         with refusals_before_training():
             parsed = parse_args()
-        main(*parsed, argv=sys.argv[1:])
+        trainer = main(*parsed, argv=sys.argv[1:])
     except REFUSAL_ERRORS as error:
         if not is_refusal(error):
             raise
@@ -145,4 +164,7 @@ def cli() -> int:
     except HubError as error:
         logger.error("%s", error)
         return 1
-    return 0
+    if trainer.stop_on_signal.push_pending:  # exit now: the interpreter would wait for the upload thread
+        logging.shutdown()
+        os._exit(PREEMPTED_EXIT_CODE)
+    return PREEMPTED_EXIT_CODE if trainer.stop_on_signal.stopped else 0

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
@@ -122,16 +123,22 @@ class CheckpointPusher:
         self._jobs = [job for job in self._jobs if not job.done()]
         self._jobs.append(self.api.run_as_future(self._push_queued))
 
-    def finish(self) -> None:
-        """Wait for the pushes in flight or queued; what failed gets one more try (there is no next save)."""
-        wait(self._jobs)
-        if self._queued:
-            wait([self.api.run_as_future(self._push_queued)])
+    def finish(self, timeout: float | None = None) -> bool:
+        """Wait for the pushes in flight or queued; what failed gets one more try (there is no next save). With a
+        `timeout` (seconds, after a stop signal): False if they did not all finish by then (nothing is cleaned up:
+        the upload thread still reads its snapshot)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = lambda: None if deadline is None else max(0.0, deadline - time.monotonic())  # noqa: E731
+        if wait(self._jobs, timeout=remaining()).not_done:
+            return False
+        if self._queued and wait([self.api.run_as_future(self._push_queued)], timeout=remaining()).not_done:
+            return False
         self._jobs = []
         with self._lock:
             self._drop(self._queued.values())
             self._queued = {}
         shutil.rmtree(self.snapshot_root, ignore_errors=True)
+        return True
 
     # ---- Queue (both threads) and the push itself (the worker thread) ---------------------------------------------
 

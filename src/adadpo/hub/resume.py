@@ -1,5 +1,7 @@
-"""`resume_from_checkpoint: hub`: continue a run from the latest checkpoint pushed to `hub_model_id` (by
-`hub_strategy: checkpoint` or `all_checkpoints`), e.g. on a fresh machine with an empty `output_dir`.
+"""Where a run resumes from. `resume_from_checkpoint: hub`: the latest checkpoint pushed to `hub_model_id` (by
+`hub_strategy: checkpoint` or `all_checkpoints`), e.g. on a fresh machine with an empty `output_dir`. `auto`: the
+newest complete local checkpoint, else the Hub's (when the run pushes checkpoints), else a fresh start, so that the
+same command can be requeued unchanged. Unset: the newest complete local checkpoint, else a fresh start.
 
 The checkpoint is downloaded whole (weights, optimizer, scheduler, RNG, trainer state, our extra state) into
 `output_dir/checkpoint-N`, through the staging folder, so that an interrupted download is never resumed from and a
@@ -13,7 +15,7 @@ import re
 import shutil
 import tempfile
 
-from transformers.trainer_utils import get_last_checkpoint
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 from adadpo.files import publish_dir
 from adadpo.hub.checkpoints import LAST_CHECKPOINT
@@ -24,6 +26,7 @@ from adadpo.run_folder import CHECKPOINT_PREFIX, TRAINER_STATE, RunFolder
 logger = logging.getLogger(__name__)
 
 HUB_RESUME = "hub"  # the `resume_from_checkpoint` value that means "from the Hub"
+AUTO_RESUME = "auto"  # ... "from wherever the newest checkpoint is, or from scratch"
 # One ZeRO optimizer shard per data-parallel rank (DeepSpeed's `_get_rank_zero_ckpt_name`).
 _ZERO_SHARD = re.compile(r"(?:^|/)(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
 _CHECKPOINT_FOLDER = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
@@ -46,6 +49,39 @@ def check_world_size(files, world_size: int, source: str) -> None:
 
 def _step(checkpoint_folder: str) -> int:
     return int(_CHECKPOINT_FOLDER.match(os.path.basename(checkpoint_folder)).group(1))
+
+
+def newest_local_checkpoint(output_dir: str) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir` (ours are renamed into place whole; one without its trainer
+    state, e.g. copied in part by hand, is skipped with a warning), or None."""
+    if not os.path.isdir(output_dir):
+        return None
+    for checkpoint in sorted(RunFolder(output_dir).checkpoints(), key=lambda path: _step(str(path)), reverse=True):
+        if (checkpoint / TRAINER_STATE).is_file():
+            return str(checkpoint)
+        logger.warning("Not resuming from %s: it has no %s (incomplete).", checkpoint, TRAINER_STATE)
+    return None
+
+
+def pushes_checkpoints(args, push_to_hub: bool) -> bool:
+    return push_to_hub and args.hub_strategy in ("checkpoint", "all_checkpoints")
+
+
+def resume_checkpoint(args, push_to_hub: bool, token=None) -> str | None:
+    """The checkpoint `trainer.train` resumes from, by `resume_from_checkpoint` (see the module docstring)."""
+    asked = args.resume_from_checkpoint
+    if asked == HUB_RESUME or (asked == AUTO_RESUME and pushes_checkpoints(args, push_to_hub)):
+        return resume_from_hub(args, token, missing_ok=asked == AUTO_RESUME)
+    if asked not in (None, AUTO_RESUME):
+        return asked
+    if asked is None and args.overwrite_output_dir:
+        return None  # start over (the earlier checkpoints were set aside)
+    checkpoint = newest_local_checkpoint(args.output_dir)
+    if checkpoint is not None:
+        logger.info("Resuming from the newest checkpoint in output_dir: %s", checkpoint)
+    elif asked == AUTO_RESUME:
+        logger.info("resume_from_checkpoint: auto found no checkpoint: training from the start.")
+    return checkpoint
 
 
 def _step_of_last_checkpoint(api, repo_id: str, revision: str | None) -> int:
@@ -73,20 +109,29 @@ def latest_pushed_checkpoint(api, repo_id: str, revision: str | None) -> tuple[s
     return folder, steps[folder], by_folder[folder]
 
 
-def resume_from_hub(args, token=None) -> str:
+def resume_from_hub(args, token=None, missing_ok: bool = False) -> str | None:
     """Local path of the checkpoint to resume from: the newest one pushed to the Hub, downloaded into `output_dir`,
-    or a local checkpoint of the same or a later step (a relaunch after the download continues from there)."""
+    or a local checkpoint of the same or a later step (a relaunch after the download continues from there).
+    `missing_ok` (`auto`): no checkpoint anywhere, or no repo yet, is a fresh start (None) instead of an error; a Hub
+    that cannot be read is an error either way (starting over would silently discard the pushed progress)."""
     repo_id = hub_repo_id(args)
     api = hub_api(token)
+    asked = args.resume_from_checkpoint
     try:
         latest = latest_pushed_checkpoint(api, repo_id, args.hub_revision)
     except Exception as error:
-        raise HubResumeError(
-            f"`resume_from_checkpoint: {HUB_RESUME}` could not read the Hub repo {repo_id!r}: "
-            f"{failure_reason(error, token)}. Check `hub_model_id`, your login (`huggingface-cli whoami`) and network."
-        ) from None
-    local = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if not (missing_ok and isinstance(error, RepositoryNotFoundError | RevisionNotFoundError)):
+            raise HubResumeError(
+                f"`resume_from_checkpoint: {asked}` could not read the Hub repo {repo_id!r}: "
+                f"{failure_reason(error, token)}. Check `hub_model_id`, your login (`huggingface-cli whoami`) and "
+                "network; nothing was started, so that pushed progress is not silently trained over."
+            ) from None
+        latest = None  # `auto` before the first push: the repo (or its revision) does not exist yet
+    local = newest_local_checkpoint(args.output_dir)
     if latest is None and local is None:
+        if missing_ok:
+            logger.info("resume_from_checkpoint: auto: no checkpoint here or on %s: training from the start.", repo_id)
+            return None
         raise HubResumeError(
             f"`resume_from_checkpoint: {HUB_RESUME}`: the Hub repo {repo_id!r} holds no pushed checkpoint "
             f"(`{LAST_CHECKPOINT}/` or `{CHECKPOINT_PREFIX}-N/`). Checkpoints are pushed during training with "

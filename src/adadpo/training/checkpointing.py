@@ -4,6 +4,7 @@ continues exactly: the loss's state (alpha-DPO's margin normalizer) and the runn
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 
@@ -11,6 +12,28 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from adadpo.files import publish_dir, write_json_atomic
 from adadpo.run_folder import COUNTERS_FILE, NORMALIZER_FILE, TRAINER_STATE, RunFolder
+from adadpo.training.agreement import any_process
+
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(RuntimeError):
+    pass
+
+
+def _write_failure(final: str, run_dir: str, error: BaseException | None) -> str:
+    """What to tell the user when a checkpoint could not be written (disk full, quota, I/O error)."""
+    previous = [str(path) for path in RunFolder(run_dir).checkpoints()]
+    newest = max(previous, key=lambda path: int(path.rsplit("-", 1)[1]), default=None)
+    kept = f"the previous checkpoint, {newest}, is intact" if newest else "there is no earlier checkpoint"
+    free_gb = shutil.disk_usage(run_dir).free / 2**30
+    cause = f"{type(error).__name__}: {error}" if error is not None else "it failed on another process"
+    return (
+        f"Writing {final} failed ({cause}); its staged copy was removed and {kept} ({free_gb:.1f} GiB free on that "
+        "disk). Free space or lower `save_total_limit` (or move `output_dir`), then rerun the same command: it "
+        "resumes from the newest complete checkpoint."
+    )
 
 
 def save_extra_state(trainer, folder: str) -> None:
@@ -48,7 +71,8 @@ def atomic_checkpoint(trainer, trial=None):
     (`TRLCompatTrainer.checkpoints_written_to`) is a staging folder; on exit (after every process has written) the
     complete `checkpoint-N` is renamed into the run folder in one step, and only then are older checkpoints rotated
     out (`save_total_limit`). A crash inside leaves the run folder as it was, so resuming picks the previous
-    complete checkpoint. Yields the staged checkpoint folder."""
+    complete checkpoint; an error inside (a full disk) on any process removes the staged copy and stops every
+    process with a `CheckpointWriteError` that names the intact checkpoint. Yields the staged checkpoint folder."""
     final = checkpoint_dir(trainer, trial)
     run_dir, name = os.path.split(final)
     staging_root = str(RunFolder(run_dir).staging)
@@ -58,11 +82,20 @@ def atomic_checkpoint(trainer, trial=None):
         shutil.rmtree(staged)  # left behind by a save that crashed
     trainer.accelerator.wait_for_everyone()
     trainer.args.save_total_limit = None
+    failure = None
     try:
         with trainer.checkpoints_written_to(staging_root):
             yield staged
+    except Exception as error:  # disk full, quota, I/O: torch and safetensors raise their own types for ENOSPC
+        failure = error
     finally:
         trainer.args.save_total_limit = save_total_limit
+    if any_process(failure is not None):  # every process stops here, none waits at a barrier for the others
+        if should_save:
+            shutil.rmtree(staged, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(staging_root)
+        raise CheckpointWriteError(_write_failure(final, run_dir, failure)) from failure
     best = trainer.state.best_model_checkpoint
     if should_save and best and os.path.dirname(best) == staging_root:  # the new checkpoint is the best one
         trainer.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))

@@ -3,7 +3,8 @@
 import logging
 
 import torch
-import torch.distributed as dist
+
+from adadpo.training.agreement import any_process
 
 
 logger = logging.getLogger(__name__)
@@ -33,13 +34,7 @@ class NonFiniteGuard:
             for param in group["params"]:
                 if param.grad is not None:
                     finite &= torch.isfinite(param.grad).all().cpu()
-        if dist.is_available() and dist.is_initialized():  # FSDP shards differ per rank: all must agree
-            flag = torch.tensor([0.0 if finite else 1.0])
-            backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            flag = flag.to(backend_device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            finite = bool(flag.item() == 0.0)
-        return bool(finite)
+        return not any_process(not bool(finite))  # FSDP shards differ per rank: all must agree
 
     def wrap(self, optimizer, accelerator=None) -> None:
         if accelerator is not None and accelerator.distributed_type == "DEEPSPEED":

@@ -5,17 +5,19 @@ class only turns a batch into summed log-probs and completion lengths (`adadpo.t
 `preference_loss`, and logs what the loss reports. It holds no loss math.
 """
 
+import collections
 import contextlib
 import logging
 import os
 from types import SimpleNamespace
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import is_peft_model, send_to_device
 
-from adadpo.config import AdaDPOConfig
+from adadpo.config import AdaDPOConfig, parse_signal_names
 from adadpo.data_checks import check_tokenized
 from adadpo.losses import PreferenceLoss
+from adadpo.training.agreement import any_process
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
 from adadpo.training.collators import PAIR_COLUMNS, preference_collator
 from adadpo.training.launch_checks import apply_launch
@@ -24,7 +26,22 @@ from adadpo.training.metrics import pair_metrics
 from adadpo.training.model_card import write_model_card
 from adadpo.training.models import tokenizer_of
 from adadpo.training.nonfinite import NonFiniteGuard
+from adadpo.training.oom import (
+    EXAMPLES_KEY,
+    KeepExamples,
+    MicroBatchSplitter,
+    OutOfMemoryStop,
+    PairExamples,
+    agreed_failure,
+    attempt,
+    joined_parts,
+    pair_slices,
+    resplit_unavailable,
+    stop_message,
+    without_examples,
+)
 from adadpo.training.packing import check_packed_model
+from adadpo.training.preemption import StopOnSignal
 from adadpo.training.ref_cache import ReferenceLogpsCache
 from adadpo.training.sequence_parallel import (
     EpochSlices,
@@ -42,8 +59,10 @@ from adadpo.training.sequence_parallel import (
 )
 from adadpo.training.trl_compat import (
     TRLCompatTrainer,
+    backward_as_training_step,
     disable_gradient_checkpointing,
     get_attention_implementation,
+    gradient_sync_paused,
     use_adapter,
     wrap_sequence_parallel_dataloader,
 )
@@ -104,6 +123,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 self.parallelism.sp_size,
                 fixed_row_length(self.parallelism, args),
             )
+            if args.oom_resplit and not self.parallelism.enabled:  # its parts are re-collated from the examples
+                kwargs["data_collator"] = KeepExamples(kwargs["data_collator"])
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
         self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log
@@ -118,6 +139,15 @@ class AdaDPOTrainer(TRLCompatTrainer):
         )
         if self.parallelism.enabled:  # DeepSpeed's adapter, made restartable per epoch and resumable
             wrap_sequence_parallel_dataloader(self.accelerator, EpochSlices)
+        self.stop_on_signal = StopOnSignal(parse_signal_names(args.stop_signals))  # checkpoint, then exit 75
+        self.add_callback(self.stop_on_signal)
+        self.oom_splitter = None  # splits a micro-batch whose forward runs out of memory (`oom_resplit`)
+        if args.oom_resplit:
+            unavailable = resplit_unavailable(self)
+            if unavailable:
+                logger.info("oom_resplit: not available here (%s); an out-of-memory error stops the run.", unavailable)
+            else:
+                self.oom_splitter = MicroBatchSplitter()
 
     # ---- Data ---------------------------------------------------------------------------------------------------
 
@@ -180,18 +210,29 @@ class AdaDPOTrainer(TRLCompatTrainer):
 
     def compute_preference_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        inputs = with_pair_columns(inputs)
+        examples = inputs.get(EXAMPLES_KEY)
+        inputs = with_pair_columns(without_examples(inputs))
         group = self.sequence_parallel_group() if is_sharded(inputs) else None  # evaluation: whole sequences
+        if mode == "train" and self.oom_splitter is not None and examples is not None and not return_outputs:
+            return self._loss_splitting_on_oom(model, inputs, examples)
+        policy, references = self._forward(model, inputs, group)
+        return self._loss(mode, inputs, policy, references, group, return_outputs)
+
+    def _forward(self, model, inputs, group=None):
+        """The policy's per-sequence log-probs (with the graph, when grad is on) and the reference's."""
         # TRL's options read in the forward: LD-DPO's weights, WPO's, and (MoE) the router's logits for its aux loss
         router = {"output_router_logits": True} if self.aux_loss_enabled else {}
         policy = sequence_logps(
             model, inputs, ld_alpha=self.args.ld_alpha, wpo=self.args.use_weighting, sequence_parallel=group, **router
         )
+        references = self.reference_logps(inputs, group) if self.loss_fn.needs_reference else (None, None)
+        return policy, references
+
+    def _loss(self, mode, inputs, policy, references, group, return_outputs):
+        """The loss of a micro-batch from its log-probs; logs its per-pair metrics (and updates loss state) once."""
         chosen_logps, rejected_logps = policy.logps.chunk(2, dim=0)
         chosen_lengths, rejected_lengths = policy.lengths.chunk(2, dim=0)
-        ref_chosen_logps = ref_rejected_logps = None
-        if self.loss_fn.needs_reference:
-            ref_chosen_logps, ref_rejected_logps = self.reference_logps(inputs, group)
+        ref_chosen_logps, ref_rejected_logps = references
         out = self.loss_fn(
             policy_chosen_logps=chosen_logps,
             policy_rejected_logps=rejected_logps,
@@ -216,6 +257,80 @@ class AdaDPOTrainer(TRLCompatTrainer):
         if return_outputs:  # Trainer's prediction_step reads `.logits`: expose the rewards there
             return loss, SimpleNamespace(logits=torch.stack([out.chosen_rewards, out.rejected_rewards], dim=1))
         return loss
+
+    # ---- Out of memory: split the micro-batch (adadpo.training.oom) ---------------------------------------------
+
+    def _loss_splitting_on_oom(self, model, inputs, examples: PairExamples):
+        pairs, tokens = len(examples), inputs["input_ids"].numel()
+        parts = self.oom_splitter.preferred_parts(tokens, pairs)
+        while True:
+            if parts == 1:
+                result, failed = attempt(lambda: self._forward(model, inputs))
+            else:
+                result, failed = attempt(
+                    lambda: [self._forward_without_graph(model, p) for p in examples.parts(parts)]  # noqa: B023
+                )
+            if not agreed_failure(failed):
+                break
+            if failed:
+                self.oom_splitter.record(tokens // parts)
+            if any_process(2 * parts > pairs):  # one pair per part already
+                raise OutOfMemoryStop(stop_message(1, max(p.tokens() for p in examples.parts(parts)), "forward"))
+            parts *= 2
+            logger.warning(
+                "Out of memory (%s): splitting a micro-batch of %d pairs into %d parts.", failed, pairs, parts
+            )
+        if parts == 1:
+            policy, references = result
+            return self._loss("train", inputs, policy, references, None, False)
+        self.oom_splitter.splits += 1
+        # The loss of the whole micro-batch from the parts' log-probs, and its gradient per sequence
+        policy, references = joined_parts(result)
+        policy.logps.requires_grad_(True)
+        loss = self._loss("train", inputs, policy, references, None, False)
+        (logps_grad,) = torch.autograd.grad(loss, policy.logps)
+        # Each part's forward with a graph, backpropagated with its share: sum(logps * d loss / d logps)
+        work = collections.deque(zip(examples.parts(parts), pair_slices(logps_grad, examples.parts(parts))))
+        while work:
+            part, part_grad = work.popleft()
+            last = not work  # the last part is returned: training_step backpropagates it (and syncs gradients)
+            with contextlib.nullcontext() if last else gradient_sync_paused(self.accelerator, model):
+                surrogate, failed = attempt(lambda: self._surrogate(model, part, part_grad))  # noqa: B023
+                split = agreed_failure(failed)
+                if not split and not last:
+                    backward_as_training_step(self, surrogate, self._num_items_in_batch)
+            if not split:
+                if last:
+                    return surrogate + (loss - surrogate).detach()  # its value: the whole micro-batch's loss
+                continue
+            if any_process(len(part) < 2):
+                raise OutOfMemoryStop(stop_message(len(part), part.tokens(), "forward"))
+            halves = part.parts(2)
+            work.extendleft(reversed(list(zip(halves, pair_slices(part_grad, halves)))))
+        raise AssertionError("unreachable: the last part returns its surrogate")
+
+    def _forward_without_graph(self, model, part: PairExamples):
+        with torch.no_grad():
+            policy, references = self._forward(model, with_pair_columns(self.on_device(part.batch())))
+        return policy, references
+
+    def _surrogate(self, model, part: PairExamples, part_grad):
+        """sum(logps * d loss / d logps) over the part's sequences: its backward is the part's share of the gradient."""
+        batch = with_pair_columns(self.on_device(part.batch()))
+        return (sequence_logps(model, batch, ld_alpha=self.args.ld_alpha).logps * part_grad).sum()
+
+    def on_device(self, batch: dict) -> dict:
+        return send_to_device(batch, self.accelerator.device)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """transformers' step; an out-of-memory error that could not be split away stops with what to change."""
+        self._num_items_in_batch = num_items_in_batch  # the parts backpropagated early are scaled alike
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except torch.OutOfMemoryError:
+            pairs = int(inputs["num_pairs"]) if "num_pairs" in inputs else inputs["input_ids"].size(0) // 2
+            tokens = inputs["input_ids"].numel()
+        raise OutOfMemoryStop(stop_message(pairs, tokens, "forward or backward"))
 
     # ---- Metrics ------------------------------------------------------------------------------------------------
 

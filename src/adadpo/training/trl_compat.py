@@ -29,9 +29,11 @@ __all__ = [
     "TRLCompatTrainer",
     "attention_implementation",
     "disable_gradient_checkpointing",  # no grad-checkpointing recompute in a no-grad reference forward
+    "backward_as_training_step",
     "fused_forward",
     "fused_output",
     "get_attention_implementation",
+    "gradient_sync_paused",
     "refresh_deepspeed_config",
     "use_adapter",  # PEFT: the reference is the policy with its adapter off (or TRL's frozen `ref` adapter on)
     "wrap_sequence_parallel_dataloader",
@@ -221,6 +223,41 @@ class TRLCompatTrainer(DPOTrainer):
         super()._load_rng_state(checkpoint)
         if checkpoint is not None and os.path.isdir(checkpoint):
             self.load_extra_state(checkpoint)
+
+
+# ---- transformers / accelerate: one more backward inside a micro-step (adadpo.training.oom) ----------------------
+
+
+def backward_as_training_step(trainer, loss, num_items_in_batch=None) -> None:
+    """Backpropagate `loss` exactly as transformers' `Trainer.training_step` backpropagates a micro-batch's loss:
+    divided by the accumulation steps unless transformers deems it scaled already, and under DeepSpeed with the
+    engine's own scaling off (transformers 5 divides instead). The same attributes, read the same way."""
+    scaled = trainer.loss_is_scaled_for_ga
+    if scaled is None:
+        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+            trainer.compute_loss_func is not None
+        )
+    if trainer.args.n_gpu > 1:
+        loss = loss.mean()
+    if not scaled:
+        loss = loss / trainer.current_gradient_accumulation_steps
+    kwargs = {"scale_wrt_gas": False} if trainer.is_deepspeed_enabled else {}
+    trainer.accelerator.backward(loss, **kwargs)
+
+
+@contextlib.contextmanager
+def gradient_sync_paused(accelerator, model):
+    """A forward and backward that only accumulate gradients locally, whatever the micro-step: DDP's `no_sync`, and
+    for DeepSpeed accelerate's sync flag off (its backward then marks no accumulation boundary and skips
+    `engine.step`). accelerate keeps that flag in `GradientState` behind a private setter."""
+    state = accelerator.gradient_state
+    was = state.sync_gradients
+    state._set_sync_gradients(False)
+    try:
+        with accelerator.no_sync(model):
+            yield
+    finally:
+        state._set_sync_gradients(was)
 
 
 # ---- TRL: the fused LM head ------------------------------------------------------------------------------------------
