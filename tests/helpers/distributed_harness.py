@@ -4,7 +4,9 @@ report of what each process saw, so a test can compare a distributed run with a 
     accelerate launch --config_file CONFIG tests/helpers/distributed_harness.py <run_adadpo arguments>
 
 writes `<output_dir>/harness/rank<R>.json` per process (see `report`). With `ADADPO_KILL_AFTER_SAVE=N` in the
-environment every process SIGKILLs itself right after checkpoint-N is saved (no cleanup: a hard crash).
+environment every process SIGKILLs itself right after checkpoint-N is saved (no cleanup: a hard crash); with
+`ADADPO_SIGTERM_AT_STEP=N` process 0 sends SIGTERM after step N (`SignalAtStep`). Exits as `run_adadpo.py` does:
+75 after a stop signal.
 One-process baselines call `run_and_report` in the test process itself.
 """
 
@@ -23,11 +25,15 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from adadpo.cli import run_adadpo
+from adadpo.training.preemption import PREEMPTED_EXIT_CODE
+from adadpo.training.trainer import AdaDPOTrainer
 from tests.helpers.flash_reference import emulate_flash
-from tests.helpers.runs import REPO_ROOT, extra_callbacks, harness_env, train
+from tests.helpers.runs import REPO_ROOT, OutOfMemoryAbove, extra_callbacks, harness_env, train
 
 
 KILL_ENV = "ADADPO_KILL_AFTER_SAVE"
+OOM_ENV = "ADADPO_OOM_ABOVE_TOKENS"  # "N:R": the policy's forward raises OutOfMemoryError above N tokens on rank R
+SIGNAL_ENV = "ADADPO_SIGTERM_AT_STEP"  # process 0 sends SIGTERM to the launcher after this step (see SignalAtStep)
 EMULATE_FLASH_ENV = "ADADPO_EMULATE_FLASH"
 PREFLIGHT_ENV = "ADADPO_HARNESS_PREFLIGHT"  # run scripts/preflight.py's main instead (its exit code is the process's)
 
@@ -39,6 +45,30 @@ class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # after the staged checkpoint was renamed into place
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStep(TrainerCallback):
+    """SIGTERM as a cluster sends it, at the end of optimizer step `step` (process 0): to the launcher when there is
+    one (torchrun's agent forwards it to every process), else to this process; and once more while the stop's
+    checkpoint is being written (a second signal must change nothing)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and args.process_index == 0:
+            os.kill(os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid(), signal.SIGTERM)
+
+
+def signal_again_while_saving() -> None:
+    original = AdaDPOTrainer.save_extra_state
+
+    def save_extra_state(self, folder):
+        if self.stop_on_signal.received:
+            os.kill(os.getpid(), signal.SIGTERM)
+        original(self, folder)
+
+    AdaDPOTrainer.save_extra_state = save_extra_state
 
 
 def _column(dataset, name) -> list:
@@ -68,6 +98,7 @@ def report(trainer) -> dict:
         "ref_cache": dict(trainer.ref_cache.lookups) if trainer.ref_cache is not None else None,
         "reference": type(trainer.ref_model).__name__,
         "log_history": trainer.state.log_history,
+        "oom_splits": trainer.oom_splitter.splits if trainer.oom_splitter is not None else None,
     }
     if "ref_chosen_logps" in trainer.train_dataset.column_names:
         out["ref_chosen_logps"] = _column(trainer.train_dataset, "ref_chosen_logps")
@@ -165,12 +196,15 @@ def launch(
     argv: list[str],
     cwd: Path,
     kill_after_save: int | None = None,
+    sigterm_at_step: int | None = None,
+    oom_above_tokens: tuple[int, int] | None = None,
     check: bool = True,
     emulate_flash: bool = False,
     preflight: bool = False,
 ):
-    """`accelerate launch --config_file config` this harness with `argv`; the completed process. `emulate_flash`:
-    flash-attention's code path on CPU through the reference kernel (tests/helpers/flash_reference.py)."""
+    """`accelerate launch --config_file config` this harness with `argv` (`config` None: `python` it, one process);
+    the completed process. `emulate_flash`: flash-attention's code path on CPU through the reference kernel
+    (tests/helpers/flash_reference.py)."""
     env = harness_env()
     if emulate_flash:
         env[EMULATE_FLASH_ENV] = "1"
@@ -178,7 +212,12 @@ def launch(
         env[PREFLIGHT_ENV] = "1"
     if kill_after_save is not None:
         env[KILL_ENV] = str(kill_after_save)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), __file__, *argv]
+    if sigterm_at_step is not None:
+        env[SIGNAL_ENV] = str(sigterm_at_step)
+    if oom_above_tokens is not None:
+        env[OOM_ENV] = "{}:{}".format(*oom_above_tokens)
+    launcher = [sys.executable] if config is None else [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [*launcher, *(["--config_file", str(config)] if config else []), __file__, *argv]
     # Its own process group, killed whole on a timeout: a hung rank must not outlive the test and block pytest.
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
@@ -232,7 +271,14 @@ if __name__ == "__main__":
 
         sys.exit(preflight.main(sys.argv[1:]))
     callbacks = [KillAfterSave(int(os.environ[KILL_ENV]))] if os.environ.get(KILL_ENV) else []
+    if os.environ.get(OOM_ENV):
+        tokens, rank = map(int, os.environ[OOM_ENV].split(":"))
+        callbacks.append(OutOfMemoryAbove(tokens, ranks={rank}))
+    if os.environ.get(SIGNAL_ENV):
+        callbacks.append(SignalAtStep(int(os.environ[SIGNAL_ENV])))
+        signal_again_while_saving()
     with extra_callbacks(*callbacks):
         trainer = train(run_adadpo, sys.argv[1:])
     write_report(trainer)
     trainer.accelerator.wait_for_everyone()
+    sys.exit(PREEMPTED_EXIT_CODE if trainer.stop_on_signal.stopped else 0)

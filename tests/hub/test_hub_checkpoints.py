@@ -30,7 +30,7 @@ from transformers.trainer_utils import HubStrategy
 import adadpo.hub.push
 from adadpo.hub import checkpoints as hub_checkpoints
 from adadpo.hub.checkpoints import MODEL_PATTERNS, CheckpointPusher
-from adadpo.hub.resume import HubResumeError, check_world_size, resume_from_hub
+from adadpo.hub.resume import HubResumeError, check_world_size, resume_checkpoint, resume_from_hub
 from tests.helpers.hub_standin import LocalHub
 from tests.helpers.runs import (
     StepCounter,
@@ -331,6 +331,59 @@ def test_resume_from_the_hub_refuses_a_deepspeed_checkpoint_of_any_other_process
     ):
         resume_from_hub(args)
     assert not out.exists()
+
+
+# ---- resume_from_checkpoint: auto (a requeued job runs the same command) -----------------------------------------
+
+
+def _resume_args(out: Path, asked, **overrides):
+    return SimpleNamespace(**{  # process 0 of one
+        "hub_model_id": REPO_ID, "hub_revision": None, "hub_strategy": "checkpoint", "output_dir": str(out),
+        "resume_from_checkpoint": asked, "overwrite_output_dir": False, "world_size": 1, "should_save": True,
+        "save_on_each_node": False, "main_process_first": lambda **kwargs: contextlib.nullcontext(), **overrides,
+    })  # fmt: skip
+
+
+def _checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_text(f"weights of step {step}")
+    if complete:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def test_auto_resume_takes_the_newest_complete_local_checkpoint_else_the_hubs_else_starts_fresh(tmp_path, local_hub):
+    out = tmp_path / "out"
+    assert resume_checkpoint(_resume_args(out, "auto"), push_to_hub=True) is None  # no repo yet, nothing local
+    _checkpoint(local_hub.repo(REPO_ID) / "checkpoint-3", 3)
+    assert resume_checkpoint(_resume_args(out, "auto"), push_to_hub=False) is None  # the Hub only when pushing
+    downloaded = resume_checkpoint(_resume_args(out, "auto"), push_to_hub=True)
+    assert downloaded == str(out / "checkpoint-3")
+    assert (out / "checkpoint-3" / "model.safetensors").read_text() == "weights of step 3"
+    _checkpoint(out / "checkpoint-5", 5)
+    _checkpoint(out / "checkpoint-7", 7, complete=False)  # e.g. copied in part by hand: skipped
+    for asked in ("auto", None):
+        assert resume_checkpoint(_resume_args(out, asked), push_to_hub=True) == str(out / "checkpoint-5")
+    assert resume_checkpoint(_resume_args(out, None, overwrite_output_dir=True), push_to_hub=True) is None
+
+
+def test_auto_resume_stops_when_the_hub_cannot_be_read(tmp_path, local_hub, monkeypatch):
+    """Starting over would silently train over the pushed progress: an unreadable Hub is an error, not a fresh start."""
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(local_hub.api_class, "list_repo_files", unreachable)
+    with pytest.raises(HubResumeError, match=r"`resume_from_checkpoint: auto` could not read the Hub repo"):
+        resume_checkpoint(_resume_args(tmp_path / "out", "auto"), push_to_hub=True)
+
+
+def test_auto_resume_with_overwrite_output_dir_is_refused(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):
+    argv = tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "out", resume_from_checkpoint="auto",
+                         overwrite_output_dir=True)  # fmt: skip
+    with pytest.raises(ValueError, match="`resume_from_checkpoint: auto` continues the run"):
+        train(run_adadpo, argv)
+    assert not (tmp_path / "out").exists()
 
 
 def _launch_harness(accelerate_config, hub: LocalHub, argv, cwd, timeout=600):

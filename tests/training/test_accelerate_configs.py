@@ -2,8 +2,10 @@
 distributed setup its header promises; the CPU two-process config really forms one group of two ranks."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -174,3 +176,52 @@ def test_slurm_script_is_valid_bash_and_uses_existing_files():
     for needed in ("--machine_rank", "--main_process_ip", "--num_machines", "--num_processes", "srun"):
         assert needed in text
     assert "accelerate_configs/deepspeed_zero3.yaml" in text and "scripts/run_adadpo.py" in text
+
+
+def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None = None):
+    """scripts/slurm/launch.slurm with stand-ins for srun (runs the task here), scancel and scontrol (record their
+    arguments) and `accelerate` (records its arguments, then runs `launcher_body`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stubs = {
+        "srun": 'while [[ $1 == --* ]]; do shift; done; "$@"',  # its own options, then the task
+        "scancel": f'echo "$@" >> {tmp_path}/scancel.txt',
+        "scontrol": f'[[ $1 == show ]] && echo node0 || echo "$@" >> {tmp_path}/scontrol.txt',
+        "accelerate": f'echo "$@" > {tmp_path}/accelerate.txt\n{launcher_body}',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42", "SLURM_NNODES": "1",
+           "SLURM_JOB_NODELIST": "node0", "SLURM_PROCID": "0", "SLURM_SUBMIT_DIR": str(tmp_path)}  # fmt: skip
+    script = REPO_ROOT / "scripts" / "slurm" / "launch.slurm"
+    proc = subprocess.Popen(["bash", str(script), "recipe.yaml", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if signal_after is not None:
+        time.sleep(signal_after)
+        proc.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=B:USR1@300` sends to the batch script
+    out, err = proc.communicate(timeout=60)
+    read = lambda name: (tmp_path / name).read_text() if (tmp_path / name).exists() else ""  # noqa: E731
+    return proc.returncode, read("accelerate.txt"), read("scancel.txt"), read("scontrol.txt"), out + err
+
+
+def test_slurm_script_requeues_after_a_stop_with_a_checkpoint_and_resumes_with_auto(tmp_path):
+    code, launched, _, scontrol, _ = _slurm_run(tmp_path, "exit 75")  # stopped on a signal after a checkpoint
+    assert code == 0 and scontrol.strip() == "requeue 42"
+    assert launched.rstrip().endswith("--resume_from_checkpoint=auto")
+
+
+def test_slurm_script_does_not_requeue_a_finished_or_failed_run(tmp_path):
+    for exit_code in (0, 1):
+        (tmp_path / "scontrol.txt").unlink(missing_ok=True)
+        code, _, _, scontrol, _ = _slurm_run(tmp_path, f"exit {exit_code}")
+        assert code == exit_code and scontrol == ""
+
+
+def test_slurm_script_forwards_the_warning_signal_and_requeues(tmp_path):
+    code, launched, scancel, scontrol, output = _slurm_run(
+        tmp_path, "sleep 2; exit 1", "--resume_from_checkpoint=checkpoint-9", signal_after=1.0
+    )
+    assert scancel.strip() == "--signal=USR1 42", output  # to every process of the job's steps
+    assert code == 0 and scontrol.strip() == "requeue 42"
+    assert "--resume_from_checkpoint=auto" not in launched  # the user's own choice is kept

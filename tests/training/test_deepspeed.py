@@ -9,6 +9,7 @@ minute, then cached).
 
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -69,17 +70,22 @@ def test_zero3_two_processes_equal_one_process(zero3_runs):
     assert not (tmp / "zero3" / ".checkpoint-staging").exists()
 
 
-def test_zero3_sigkill_after_checkpoint_then_resume_equals_uninterrupted(
+def test_zero3_sigterm_checkpoints_and_the_same_command_resumes_as_if_uninterrupted(
     zero3_runs, tiny_model_dir, pref_jsonl, tmp_path
 ):
+    """SIGTERM to the launcher after step 1 (forwarded to both processes): both finish the step they are in, write
+    that step's ZeRO-3 checkpoint (every rank its shard) and stop; the same command resumes from it. (A hard kill
+    after a checkpoint is tested in one process: test_reliability_faults.py.)"""
     zero3_dir, reports, _ = zero3_runs
     config = deepspeed_launch_config(tmp_path, 3)
-    argv = args(tiny_model_dir, pref_jsonl, tmp_path / "killed", per_device_train_batch_size=2)
-    killed = launch(config, argv, tmp_path, kill_after_save=2, check=False)
-    assert killed.returncode != 0
-    assert (tmp_path / "killed" / "checkpoint-2").is_dir() and not (tmp_path / "killed" / "checkpoint-4").exists()
+    argv = args(tiny_model_dir, pref_jsonl, tmp_path / "killed", per_device_train_batch_size=2, save_steps=100)
+    stopped = launch(config, argv, tmp_path, sigterm_at_step=1, check=False)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-2000:] + stopped.stderr[-4000:]
+    checkpoints = sorted((tmp_path / "killed").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] in (["checkpoint-1"], ["checkpoint-2"])
+    assert len(list(checkpoints[0].glob("global_step*/*optim_states.pt"))) == 2  # one ZeRO shard per rank
 
-    launch(config, argv, tmp_path)  # the same command again: resumes from checkpoint-2
+    launch(config, argv, tmp_path)  # the same command again: resumes from that checkpoint
     resumed = read_reports(tmp_path / "killed", 2)[0]
     assert_logs_close(step_logs(resumed), step_logs(reports[0]), rel=1e-5)
     assert_weights_close(tmp_path / "killed", zero3_dir / "zero3", rtol=1e-5)
@@ -150,3 +156,23 @@ def test_zero3_reference_cache_is_shared_with_one_process_and_keyed_on_the_weigh
     assert [r["ref_cache"]["train"]["hit"] for r in changed] == [False, False]
     assert changed[0]["ref_cache"]["train"]["key"] != key and len(_cache_entries(one_cache)) == 2
     assert not np.allclose(changed[0]["ref_chosen_logps"], one["ref_chosen_logps"], rtol=1e-5)
+
+
+# ---- ZeRO-2: an out-of-memory forward on one process ---------------------------------------------------------------
+
+
+def test_zero2_out_of_memory_on_one_process_splits_on_both_and_equals_one_process(
+    tiny_model_dir, pref_jsonl, tmp_path
+):
+    """Process 0's forward fails above 100 tokens: both processes split (the parts but the last backpropagated
+    without an accumulation boundary, so DeepSpeed steps once), equal to one process with no error (1e-4)."""
+    common = {"loss_type": "simpo", "max_steps": 3, "global_batch_size": 8, "save_steps": 3, "seed": 5}
+    argv = args(tiny_model_dir, pref_jsonl, tmp_path / "two", per_device_train_batch_size=2, **common)
+    launch(deepspeed_launch_config(tmp_path, 2), argv, tmp_path, oom_above_tokens=(100, 0))
+    rank0, rank1 = read_reports(tmp_path / "two", 2)
+    assert rank0["zero_stage"] == 2 and rank0["oom_splits"] == rank1["oom_splits"] >= 1
+    _, one = run_and_report(
+        args(tiny_model_dir, pref_jsonl, tmp_path / "one", per_device_train_batch_size=8, **common)
+    )
+    assert_logs_close(step_logs(rank0), step_logs(one), rel=1e-4)
+    assert_weights_close(tmp_path / "two", tmp_path / "one", rtol=1e-4)

@@ -294,7 +294,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
         while work:
             part, part_grad = work.popleft()
             last = not work  # the last part is returned: training_step backpropagates it (and syncs gradients)
-            with contextlib.nullcontext() if last else gradient_sync_paused(self.accelerator, model):
+            with contextlib.nullcontext() if last else gradient_sync_paused(self.accelerator):
                 surrogate, failed = attempt(lambda: self._surrogate(model, part, part_grad))  # noqa: B023
                 split = agreed_failure(failed)
                 if not split and not last:

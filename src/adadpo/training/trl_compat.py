@@ -246,16 +246,17 @@ def backward_as_training_step(trainer, loss, num_items_in_batch=None) -> None:
 
 
 @contextlib.contextmanager
-def gradient_sync_paused(accelerator, model):
-    """A forward and backward that only accumulate gradients locally, whatever the micro-step: DDP's `no_sync`, and
-    for DeepSpeed accelerate's sync flag off (its backward then marks no accumulation boundary and skips
-    `engine.step`). accelerate keeps that flag in `GradientState` behind a private setter."""
+def gradient_sync_paused(accelerator):
+    """For DeepSpeed, a backward that marks no accumulation boundary (accelerate then skips `engine.step`): accelerate
+    keeps that flag in `GradientState` behind a private setter. DDP is left syncing: its reducer keeps the state of a
+    synced forward that was abandoned (the agreed split), so a `no_sync` backward after it would still all-reduce on
+    that process alone; a synced backward per part instead all-reduces on every process, and averaging gradients that
+    are already equal across processes changes nothing."""
     state = accelerator.gradient_state
     was = state.sync_gradients
     state._set_sync_gradients(False)
     try:
-        with accelerator.no_sync(model):
-            yield
+        yield
     finally:
         state._set_sync_gradients(was)
 
