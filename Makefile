@@ -1,4 +1,4 @@
-.PHONY: install demo preflight test test-fast quality style bench bench-gpu bench-quality bench-dynamics bench-sp clean
+.PHONY: install demo preflight test test-fast mutation quality style bench bench-gpu bench-quality bench-dynamics bench-sp clean
 
 # Every target runs inside the project venv (created by `make install`).
 VENV ?= .venv
@@ -35,6 +35,11 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q tests -m "not slow"
+
+# Plant each curated bug of bench/mutation.py in a scratch copy; the tests named for it must fail (docs/testing.md;
+# ~10 min on 2 CPU cores, not in CI). One mutant: make mutation ARGS="--only NAME"; a commit: ARGS="--rev HEAD".
+mutation:
+	$(PY) bench/mutation.py $(ARGS)
 
 quality:
 	$(PY) -m ruff check $(CHECK_DIRS)

@@ -64,6 +64,16 @@ def test_mixture_weights_split_and_column_mapping(tmp_path, rows):
     assert set(out["train"].column_names) == {"prompt", "chosen", "rejected"}
 
 
+def test_mixture_weight_draws_its_rows_after_shuffling(tmp_path, rows):
+    """A `weight` fraction is a shuffled draw of the dataset, not its first rows (on sorted data those would be a
+    biased sample)."""
+    path = str(write_jsonl_atomic(tmp_path / "a.jsonl", rows))
+    mixture = {"datasets": [{"path": path, "weight": 0.5}]}
+    drawn = load_raw_datasets(script_args(dataset_mixture=mixture), seed=0)["train"]["prompt"]
+    assert len(drawn) == 10
+    assert sorted(map(str, drawn)) != sorted(str(row["prompt"]) for row in rows[:10])
+
+
 def test_split_seed_is_the_run_seed_unless_the_mixture_names_its_own(tmp_path, rows):
     path = str(write_jsonl_atomic(tmp_path / "a.jsonl", rows))
 

@@ -61,9 +61,18 @@ def test_ifeval_scorer_is_fraction_of_instructions_followed():
                 "kwargs": [{"relation": "less than", "num_words": 3}],
             },
         },
+        {
+            "id": "3",
+            "prompt": "c",
+            "ifeval": {"key": 3, "prompt": "c", "instruction_id_list": ids[:1], "kwargs": [{}]},
+        },
     ]
-    responses = ["this is written in lowercase english, with a comma.", "three words here"]
-    assert IFEvalScorer().score(prompts, responses) == [0.5, 0.0]
+    responses = [
+        "this is written in lowercase english, with a comma.",
+        "three words here",
+        "A Title In Capitals\nthen only lowercase words.",  # followed loosely (first line dropped), not strictly
+    ]
+    assert IFEvalScorer().score(prompts, responses) == [0.5, 0.0, 0.0]  # strict, as the ranking needs
     assert scorable_prompts(prompts) == (prompts, None)  # neither needs NLTK's punkt
     with pytest.raises(ValueError, match="needs them"):
         IFEvalScorer().score([{"prompt": "x"}], ["y"])

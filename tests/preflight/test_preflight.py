@@ -132,6 +132,7 @@ def test_fails_on_a_reference_cache_entry_from_other_weights(
     assert code == 1 and "(hit)" in rows["reference"]["value"]
     assert rows["reference"]["status"] == "FAIL" and f"delete {cache / key}" in rows["reference"]["fix"]
     assert rows["reference log-probs == policy"]["status"] == "FAIL"
+    assert rows["dpo loss == closed form"]["status"] == "FAIL"  # the step-0 loss is no longer ln 2
 
 
 def launch(config, argv, cwd):
