@@ -178,11 +178,13 @@ def test_slurm_script_is_valid_bash_and_uses_existing_files():
     assert "accelerate_configs/deepspeed_zero3.yaml" in text and "scripts/run_adadpo.py" in text
 
 
-def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None = None):
+def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None = None, restarts: int = 0):
     """scripts/slurm/launch.slurm with stand-ins for srun (runs the task here), scancel and scontrol (record their
     arguments) and `accelerate` (records its arguments, then runs `launcher_body`)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
+    for name in ("accelerate.txt", "scancel.txt", "scontrol.txt"):
+        (tmp_path / name).unlink(missing_ok=True)
     stubs = {
         "srun": 'while [[ $1 == --* ]]; do shift; done; "$@"',  # its own options, then the task
         "scancel": f'echo "$@" >> {tmp_path}/scancel.txt',
@@ -193,7 +195,8 @@ def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None =
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42", "SLURM_NNODES": "1",
-           "SLURM_JOB_NODELIST": "node0", "SLURM_PROCID": "0", "SLURM_SUBMIT_DIR": str(tmp_path)}  # fmt: skip
+           "SLURM_JOB_NODELIST": "node0", "SLURM_PROCID": "0", "SLURM_SUBMIT_DIR": str(tmp_path),
+           "SLURM_RESTART_COUNT": str(restarts)}  # fmt: skip
     script = REPO_ROOT / "scripts" / "slurm" / "launch.slurm"
     proc = subprocess.Popen(["bash", str(script), "recipe.yaml", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -205,23 +208,31 @@ def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None =
     return proc.returncode, read("accelerate.txt"), read("scancel.txt"), read("scontrol.txt"), out + err
 
 
-def test_slurm_script_requeues_after_a_stop_with_a_checkpoint_and_resumes_with_auto(tmp_path):
-    code, launched, _, scontrol, _ = _slurm_run(tmp_path, "exit 75")  # stopped on a signal after a checkpoint
-    assert code == 0 and scontrol.strip() == "requeue 42"
+# Exit codes of the launch after a stop with a checkpoint: 75 (`python scripts/run_adadpo.py`, one process), 128 + 15
+# and 128 + 10 (`accelerate launch`: torchrun's launcher forwards the signal, then exits with it)
+@pytest.mark.parametrize("exit_code", [75, 143, 138])
+def test_slurm_script_requeues_after_a_stop_with_a_checkpoint(tmp_path, exit_code):
+    code, launched, _, scontrol, output = _slurm_run(tmp_path, f"exit {exit_code}")
+    assert code == 0 and scontrol.strip() == "requeue 42", output
+    assert "--resume_from_checkpoint" not in launched  # the first run starts as the recipe says
+
+
+def test_a_requeued_slurm_job_resumes_with_auto_unless_told_otherwise(tmp_path):
+    _, launched, _, _, _ = _slurm_run(tmp_path, "exit 0", restarts=1)
     assert launched.rstrip().endswith("--resume_from_checkpoint=auto")
+    _, launched, _, _, _ = _slurm_run(tmp_path, "exit 0", "--resume_from_checkpoint=hub", restarts=1)
+    assert launched.rstrip().endswith("--resume_from_checkpoint=hub") and "=auto" not in launched
 
 
 def test_slurm_script_does_not_requeue_a_finished_or_failed_run(tmp_path):
     for exit_code in (0, 1):
-        (tmp_path / "scontrol.txt").unlink(missing_ok=True)
         code, _, _, scontrol, _ = _slurm_run(tmp_path, f"exit {exit_code}")
         assert code == exit_code and scontrol == ""
 
 
-def test_slurm_script_forwards_the_warning_signal_and_requeues(tmp_path):
-    code, launched, scancel, scontrol, output = _slurm_run(
-        tmp_path, "sleep 2; exit 1", "--resume_from_checkpoint=checkpoint-9", signal_after=1.0
-    )
+def test_slurm_script_forwards_the_warning_signal_and_requeues_unless_the_run_finished(tmp_path):
+    code, _, scancel, scontrol, output = _slurm_run(tmp_path, "sleep 2; exit 138", signal_after=1.0)
     assert scancel.strip() == "--signal=USR1 42", output  # to every process of the job's steps
     assert code == 0 and scontrol.strip() == "requeue 42"
-    assert "--resume_from_checkpoint=auto" not in launched  # the user's own choice is kept
+    code, _, scancel, scontrol, output = _slurm_run(tmp_path, "sleep 2; exit 0", signal_after=1.0)
+    assert scancel.strip() == "--signal=USR1 42" and code == 0 and scontrol == "", output  # it finished in time

@@ -165,6 +165,9 @@ def cli() -> int:
         logger.error("%s", error)
         return 1
     if trainer.stop_on_signal.push_pending:  # exit now: the interpreter would wait for the upload thread
+        trainer.accelerator.end_training()  # trackers finish cleanly
         logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(PREEMPTED_EXIT_CODE)
     return PREEMPTED_EXIT_CODE if trainer.stop_on_signal.stopped else 0

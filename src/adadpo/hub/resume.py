@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 
+import torch.distributed as dist
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 from adadpo.files import publish_dir
@@ -70,13 +71,20 @@ def pushes_checkpoints(args, push_to_hub: bool) -> bool:
 def resume_checkpoint(args, push_to_hub: bool, token=None) -> str | None:
     """The checkpoint `trainer.train` resumes from, by `resume_from_checkpoint` (see the module docstring)."""
     asked = args.resume_from_checkpoint
-    if asked == HUB_RESUME or (asked == AUTO_RESUME and pushes_checkpoints(args, push_to_hub)):
-        return resume_from_hub(args, token, missing_ok=asked == AUTO_RESUME)
+    if asked == HUB_RESUME:
+        return resume_from_hub(args, token)
     if asked not in (None, AUTO_RESUME):
         return asked
     if asked is None and args.overwrite_output_dir:
         return None  # start over (the earlier checkpoints were set aside)
-    checkpoint = newest_local_checkpoint(args.output_dir)
+    checkpoint = newest_local_checkpoint(args.output_dir)  # local first: no Hub call (nor its outage) needed
+    if asked == AUTO_RESUME and pushes_checkpoints(args, push_to_hub):
+        # Every process has looked before process 0 may download into output_dir (a process looking later would see
+        # the download, skip the Hub branch and its barrier, and the others would wait there for it)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        if checkpoint is None:
+            return resume_from_hub(args, token, missing_ok=True)
     if checkpoint is not None:
         logger.info("Resuming from the newest checkpoint in output_dir: %s", checkpoint)
     elif asked == AUTO_RESUME:

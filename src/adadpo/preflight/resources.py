@@ -137,7 +137,8 @@ def report_resources(report: Report, trainer, timer: StepTimer, step_tokens: int
 def oom_fix() -> str:
     return (
         "out of memory on the longest batch: lower `per_device_train_batch_size` (accumulation keeps the global "
-        "batch), set `gradient_checkpointing: true`, `max_length` or `max_tokens_per_batch`, or use ZeRO-3/offload"
+        "batch), set `gradient_checkpointing: true`, `max_length` or `max_tokens_per_batch`, or use ZeRO-3/offload "
+        "(the run itself would split such micro-batches with `oom_resplit`, at the cost of extra forwards)"
     )
 
 

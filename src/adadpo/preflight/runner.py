@@ -18,6 +18,7 @@ from adadpo.preflight import distributed, identity, packing, resources, tokens
 from adadpo.preflight.batches import ReferenceSource, micro_batches
 from adadpo.preflight.report import FAIL, PASS, Report
 from adadpo.training.build import build_trainer
+from adadpo.training.oom import OutOfMemoryStop
 from adadpo.training.trainer import AdaDPOTrainer
 from adadpo.training.trl_compat import get_attention_implementation
 
@@ -84,6 +85,8 @@ def _preflight_args(training_args) -> str:
     training_args.save_strategy = SaveStrategy.NO
     training_args.report_to = []
     training_args.resume_from_checkpoint = None
+    training_args.oom_resplit = False  # measure the micro-batch as the recipe sets it, not split into parts
+    training_args.stop_signals = "none"  # a signal stops the preflight at once: there is no run to checkpoint
     return folder
 
 
@@ -138,7 +141,7 @@ def run_preflight(script_args, training_args, model_args, argv=None, sample_rows
         trainer.add_callback(timer)
         try:
             trainer.train()
-        except torch.OutOfMemoryError as error:
+        except (torch.OutOfMemoryError, OutOfMemoryStop) as error:
             resources.report_oom(report, error)
             return report, details
         details |= resources.report_resources(

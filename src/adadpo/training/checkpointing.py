@@ -90,7 +90,11 @@ def atomic_checkpoint(trainer, trial=None):
         failure = error
     finally:
         trainer.args.save_total_limit = save_total_limit
-    if any_process(failure is not None):  # every process stops here, none waits at a barrier for the others
+    # Every process stops here, none waits at a barrier for the others. Not under DeepSpeed or FSDP: their saves run
+    # collectives inside, where the others may wait for the failed process; that one stops alone (the launcher then
+    # stops the rest) and a staged copy left behind is removed by the next save.
+    sharded_save = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if (failure is not None) if sharded_save else any_process(failure is not None):
         if should_save:
             shutil.rmtree(staged, ignore_errors=True)
             with contextlib.suppress(OSError):

@@ -78,7 +78,7 @@ def without_examples(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != EXAMPLES_KEY}
 
 
-def _free_memory() -> None:
+def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -90,7 +90,7 @@ def attempt(compute: Callable):
         return compute(), None
     except torch.OutOfMemoryError as error:
         message = str(error).splitlines()[0] if str(error) else "out of memory"
-    _free_memory()  # outside the handler: the traceback's frames (and their tensors) are gone by now
+    release_memory()  # outside the handler: the traceback's frames (and their tensors) are gone by now
     return None, message
 
 
@@ -99,11 +99,14 @@ class MicroBatchSplitter:
 
     def __init__(self):
         self.failed_tokens: int | None = None
+        self.failed_anywhere = False  # on every process alike: set after an agreed failure
         self.splits = 0  # micro-batches split so far (logged)
 
     def preferred_parts(self, tokens: int, pairs: int) -> int:
         """Into how many parts to split a micro-batch of `tokens` at once: halve until a part is below the shortest
-        that ran out of memory (all processes then take the largest count)."""
+        that ran out of memory (all processes then take the largest count; no collective until a failure)."""
+        if not self.failed_anywhere:
+            return 1
         parts = 1
         while self.failed_tokens is not None and tokens / parts >= self.failed_tokens and parts < pairs:
             parts *= 2
@@ -170,7 +173,10 @@ def resplit_unavailable(trainer) -> str | None:
         return "ZeRO-3 gathers the weights inside the forward"
     if trainer.aux_loss_enabled:
         return "the MoE router loss depends on the whole micro-batch's routing"
+    if trainer.args.neftune_noise_alpha:
+        return "NEFTune draws new embedding noise in each forward, so a part's two forwards would differ"
     model = trainer.model
-    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+    attention_dropout = getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or attention_dropout > 0:
         return "dropout is active (`disable_dropout: false`), so a part's two forwards would differ"
     return None

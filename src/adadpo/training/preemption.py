@@ -25,13 +25,15 @@ PREEMPTED_EXIT_CODE = 75
 
 
 class StopOnSignal(TrainerCallback):
-    """The handlers live from `on_train_begin` to `on_train_end` (before, a signal stops the process as usual:
-    nothing trained is lost); `received` names the first signal, `stopped_at_step` the step checkpointed for it."""
+    """The handlers live from `on_train_begin` until `restore()` (the trainer's `train` calls it, also when training
+    raises; before, a signal stops the process as usual: nothing trained is lost). `received` names the first
+    signal, `stopped_at_step` the step stopped at, `checkpointed` whether that step's checkpoint was written."""
 
     def __init__(self, signal_names: list[str]):
         self.signals = [getattr(signal, name) for name in signal_names]
         self.received: str | None = None
         self.stopped_at_step: int | None = None
+        self.checkpointed = False
         self.push_pending = False  # the checkpoint's Hub push outlived `stop_push_grace_seconds`
         self._previous = {}
 
@@ -48,15 +50,31 @@ class StopOnSignal(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
+            # What transformers does at the end of training must not touch the stop's checkpoint: with
+            # `save_total_limit: 1` and `load_best_model_at_end` it deletes every checkpoint but the best (a requeued
+            # run would go back there each time), and loading the best model spends the grace time. The run is not
+            # finished; the rerun reads its own arguments again.
+            args.load_best_model_at_end = False
+            args.save_total_limit = None
             logger.warning(
                 "%s received: stopping after step %d with a checkpoint; rerun the same command to resume.",
                 self.received or "A stop signal (on another process)",
                 state.global_step,
             )
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, **kwargs):
+        if self.stopped and state.global_step == self.stopped_at_step:
+            self.checkpointed = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopped:  # no epoch-end evaluation or second save of the same step inside the grace time
+            control.should_evaluate = False
+            control.should_save = not self.checkpointed
+
+    def restore(self) -> None:
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            if previous is not None:  # None: a handler installed from C, which Python cannot reinstall
+                signal.signal(sig, previous)
         self._previous = {}
 
     @property

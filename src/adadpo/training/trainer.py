@@ -36,6 +36,7 @@ from adadpo.training.oom import (
     attempt,
     joined_parts,
     pair_slices,
+    release_memory,
     resplit_unavailable,
     stop_message,
     without_examples,
@@ -265,12 +266,11 @@ class AdaDPOTrainer(TRLCompatTrainer):
         parts = self.oom_splitter.preferred_parts(tokens, pairs)
         while True:
             if parts == 1:
-                result, failed = attempt(lambda: self._forward(model, inputs))
+                compute = lambda: self._forward(model, inputs)  # noqa: E731
             else:
-                result, failed = attempt(
-                    lambda: [self._forward_without_graph(model, p) for p in examples.parts(parts)]  # noqa: B023
-                )
-            if not agreed_failure(failed):
+                compute = lambda: [self._forward_without_graph(model, p) for p in examples.parts(parts)]  # noqa: B023, E731
+            result, failed, split = self._attempt_together(model, compute)
+            if not split:
                 break
             if failed:
                 self.oom_splitter.record(tokens // parts)
@@ -278,7 +278,10 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 raise OutOfMemoryStop(stop_message(1, max(p.tokens() for p in examples.parts(parts)), "forward"))
             parts *= 2
             logger.warning(
-                "Out of memory (%s): splitting a micro-batch of %d pairs into %d parts.", failed, pairs, parts
+                "Out of memory (%s): splitting a micro-batch of %d pairs into %d parts.",
+                failed or "on another process",
+                pairs,
+                parts,
             )
         if parts == 1:
             policy, references = result
@@ -295,8 +298,7 @@ class AdaDPOTrainer(TRLCompatTrainer):
             part, part_grad = work.popleft()
             last = not work  # the last part is returned: training_step backpropagates it (and syncs gradients)
             with contextlib.nullcontext() if last else gradient_sync_paused(self.accelerator):
-                surrogate, failed = attempt(lambda: self._surrogate(model, part, part_grad))  # noqa: B023
-                split = agreed_failure(failed)
+                surrogate, _, split = self._attempt_together(model, lambda: self._surrogate(model, part, part_grad))  # noqa: B023
                 if not split and not last:
                     backward_as_training_step(self, surrogate, self._num_items_in_batch)
             if not split:
@@ -308,6 +310,22 @@ class AdaDPOTrainer(TRLCompatTrainer):
             halves = part.parts(2)
             work.extendleft(reversed(list(zip(halves, pair_slices(part_grad, halves)))))
         raise AssertionError("unreachable: the last part returns its surrogate")
+
+    def _attempt_together(self, model, compute):
+        """`compute()` on every process: (its result, this process's OOM message, whether any process ran out of
+        memory). After a failure anywhere the attempt is undone everywhere: its memory released (a process that got
+        through holds a graph too), and DDP's buffer-broadcast flag put back (its forward sets it only on completing,
+        so the processes would disagree on a broadcast at the next forward)."""
+        forward_sync = getattr(model, "require_forward_param_sync", None)
+        result, failed = attempt(compute)
+        if not agreed_failure(failed):
+            return result, None, False
+        del result
+        release_memory()
+        if forward_sync is not None:
+            model.require_forward_param_sync = forward_sync
+        self.oom_splitter.failed_anywhere = True
+        return None, failed, True
 
     def _forward_without_graph(self, model, part: PairExamples):
         with torch.no_grad():
@@ -327,10 +345,20 @@ class AdaDPOTrainer(TRLCompatTrainer):
         self._num_items_in_batch = num_items_in_batch  # the parts backpropagated early are scaled alike
         try:
             return super().training_step(model, inputs, num_items_in_batch)
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as error:
             pairs = int(inputs["num_pairs"]) if "num_pairs" in inputs else inputs["input_ids"].size(0) // 2
-            tokens = inputs["input_ids"].numel()
-        raise OutOfMemoryStop(stop_message(pairs, tokens, "forward or backward"))
+            tokens, cause = inputs["input_ids"].numel(), error
+        raise OutOfMemoryStop(stop_message(pairs, tokens, "forward or backward")) from cause
+
+    def train(self, *args, **kwargs):
+        try:
+            result = super().train(*args, **kwargs)
+        finally:
+            self.stop_on_signal.restore()  # the signals' own behaviour again, also when training raised
+        if self.stop_on_signal.stopped and not self.stop_on_signal.checkpointed:
+            self.save_checkpoint_now()  # transformers skipped the save (`save_strategy: best`): the stop needs one
+            self.stop_on_signal.checkpointed = True
+        return result
 
     # ---- Metrics ------------------------------------------------------------------------------------------------
 

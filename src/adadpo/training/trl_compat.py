@@ -218,6 +218,11 @@ class TRLCompatTrainer(DPOTrainer):
                 self.save_extra_state(folder)
         self.after_checkpoint(checkpoint_dir(self, trial))
 
+    def save_checkpoint_now(self) -> None:
+        """A checkpoint of the current step outside transformers' save schedule (a stop signal at a step
+        `save_strategy: best` skipped): `_save_checkpoint` is transformers' own save, staged by the override above."""
+        self._save_checkpoint(self.model_wrapped, trial=None)
+
     def _load_rng_state(self, checkpoint):
         # transformers: called once when training resumes from `checkpoint` (skipped with `ignore_data_skip`).
         super()._load_rng_state(checkpoint)
