@@ -76,8 +76,9 @@ def train(run_adadpo, argv):
 
 
 class OutOfMemoryAbove(TrainerCallback):
-    """The test hook of the out-of-memory tests: the policy's forward raises the real `torch.OutOfMemoryError` when
-    its `input_ids` hold more than `tokens` entries (padding included, as memory counts them), on `ranks` only."""
+    """The test hook of the out-of-memory tests: the policy's forward in training raises the real
+    `torch.OutOfMemoryError` when its `input_ids` hold more than `tokens` entries (padding included, as memory counts
+    them), on `ranks` only. (Evaluation, without a graph, is left alone: it is not split.)"""
 
     def __init__(self, tokens: int, ranks=None):
         self.tokens, self.ranks, self.raised = tokens, ranks, 0
@@ -88,7 +89,7 @@ class OutOfMemoryAbove(TrainerCallback):
 
         def check(module, forward_args, forward_kwargs):
             input_ids = forward_kwargs.get("input_ids", forward_args[0] if forward_args else None)
-            if input_ids is not None and input_ids.numel() > self.tokens:
+            if module.training and input_ids is not None and input_ids.numel() > self.tokens:
                 self.raised += 1
                 raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {input_ids.numel()} > {self.tokens})")
 

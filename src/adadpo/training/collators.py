@@ -9,6 +9,7 @@ sequences end to end in one row (or a few rows under a token budget) with `posit
 `sequence_ids`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,40 @@ from adadpo.training.trl_compat import DataCollatorForPreference
 
 # Per-pair floats carried through the collator unchanged when present in the examples.
 PAIR_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "reward_margin")
+EXAMPLES_KEY = "pair_examples"  # with `keep_examples`: the batch's own examples, to re-collate parts of it
+
+
+@dataclass(frozen=True)
+class PairExamples:
+    """The examples a micro-batch was collated from, and the collator (an opaque object: device transfers and
+    `_prepare_inputs` pass it through untouched). `adadpo.training.oom` re-collates parts of it."""
+
+    examples: list
+    collate: Callable
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def parts(self, count: int) -> list["PairExamples"]:
+        """`count` consecutive parts as even as possible (pairs kept whole, order kept)."""
+        size, extra = divmod(len(self.examples), count)
+        bounds = [i * size + min(i, extra) for i in range(count + 1)]
+        return [PairExamples(self.examples[a:b], self.collate) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    def batch(self) -> dict:
+        return without_examples(self.collate(self.examples))
+
+    def tokens(self) -> int:
+        """Entries of its collated `input_ids` (padding included, as memory counts them)."""
+        return self.batch()["input_ids"].numel()
+
+
+def without_examples(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != EXAMPLES_KEY}
+
+
+def with_examples(batch: dict, examples, collator) -> dict:
+    return batch | {EXAMPLES_KEY: PairExamples(list(examples), collator)} if collator.keep_examples else batch
 
 
 def pair_columns(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -37,9 +72,11 @@ def pair_columns(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 class PreferenceCollator(DataCollatorForPreference):
     """TRL's padded collator, also passing through per-pair columns (e.g. MADPO's `reward_margin`)."""
 
+    keep_examples: bool = False  # see EXAMPLES_KEY
+
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().torch_call(examples)
-        return pair_columns(examples) | batch  # TRL's own ref-logp tensors win where both exist
+        return with_examples(pair_columns(examples) | batch, examples, self)  # TRL's own ref-logp tensors win
 
 
 def first_fit_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[list[int]]:
@@ -91,6 +128,7 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
     pad_to_multiple_of: int | None = None
     sequence_parallel_size: int = 1
     min_row_length: int | None = None
+    keep_examples: bool = False  # see EXAMPLES_KEY
     return_tensors: str = "pt"
 
     def __post_init__(self):
@@ -148,11 +186,11 @@ class DataCollatorForPackedPreference(DataCollatorMixin):
             batch["labels"] = packed_labels(input_ids, completion_mask, sequence_ids)
             batch[PAIR_COLUMNS_KEY] = {k: v.tolist() for k, v in pair_columns(examples).items()}
             return batch
-        return batch | pair_columns(examples)
+        return with_examples(batch | pair_columns(examples), examples, self)
 
 
 def preference_collator(
-    args, tokenizer, sequence_parallel_size: int = 1, min_row_length: int | None = None
+    args, tokenizer, sequence_parallel_size: int = 1, min_row_length: int | None = None, keep_examples: bool = False
 ) -> PreferenceCollator | DataCollatorForPackedPreference:
     """The collator a run uses: packed rows with `padding_free` (sliceable over `sequence_parallel_size` ranks), else
     TRL's padded batches with our pair columns; both truncate to `max_length` with `truncation_mode`, pad to a
@@ -164,6 +202,7 @@ def preference_collator(
         "max_length": args.max_length,
         "truncation_mode": args.truncation_mode,
         "pad_to_multiple_of": args.pad_to_multiple_of,
+        "keep_examples": keep_examples,
     }
     if args.padding_free:
         return DataCollatorForPackedPreference(

@@ -18,64 +18,19 @@ gradients of the step are partly accumulated), an OOM stops the run with a messa
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from adadpo.training.agreement import any_process, max_over_processes
+from adadpo.training.collators import PairExamples
 from adadpo.training.logps import SequenceLogps
 
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_KEY = "pair_examples"  # the collated batch's own examples, to re-collate its parts
-
 
 class OutOfMemoryStop(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class PairExamples:
-    """The examples a micro-batch was collated from (an opaque object: device transfers pass it through)."""
-
-    examples: list
-    collate: Callable
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def parts(self, count: int) -> list["PairExamples"]:
-        """`count` consecutive parts as even as possible (pairs kept whole, order kept)."""
-        size, extra = divmod(len(self.examples), count)
-        bounds = [i * size + min(i, extra) for i in range(count + 1)]
-        return [PairExamples(self.examples[a:b], self.collate) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-    def batch(self) -> dict:
-        return self.collate(self.examples)
-
-    def tokens(self) -> int:
-        """Entries of its collated `input_ids` (padding included, as memory counts them)."""
-        return self.batch()["input_ids"].numel()
-
-
-class KeepExamples:
-    """A collator that also keeps each batch's examples under `EXAMPLES_KEY`."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __getattr__(self, name):  # the wrapped collator's settings (pad_token_id, max_length, ...)
-        if name == "collator":  # not set yet (unpickling in a dataloader worker)
-            raise AttributeError(name)
-        return getattr(self.collator, name)
-
-    def __call__(self, examples):
-        return self.collator(examples) | {EXAMPLES_KEY: PairExamples(list(examples), self.collator)}
-
-
-def without_examples(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k != EXAMPLES_KEY}
 
 
 def release_memory() -> None:

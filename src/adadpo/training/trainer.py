@@ -19,7 +19,13 @@ from adadpo.data_checks import check_tokenized
 from adadpo.losses import PreferenceLoss
 from adadpo.training.agreement import any_process
 from adadpo.training.checkpointing import load_extra_state, save_extra_state
-from adadpo.training.collators import PAIR_COLUMNS, preference_collator
+from adadpo.training.collators import (
+    EXAMPLES_KEY,
+    PAIR_COLUMNS,
+    PairExamples,
+    preference_collator,
+    without_examples,
+)
 from adadpo.training.launch_checks import apply_launch
 from adadpo.training.logps import sequence_logps
 from adadpo.training.metrics import pair_metrics
@@ -27,11 +33,8 @@ from adadpo.training.model_card import write_model_card
 from adadpo.training.models import tokenizer_of
 from adadpo.training.nonfinite import NonFiniteGuard
 from adadpo.training.oom import (
-    EXAMPLES_KEY,
-    KeepExamples,
     MicroBatchSplitter,
     OutOfMemoryStop,
-    PairExamples,
     agreed_failure,
     attempt,
     joined_parts,
@@ -39,7 +42,6 @@ from adadpo.training.oom import (
     release_memory,
     resplit_unavailable,
     stop_message,
-    without_examples,
 )
 from adadpo.training.packing import check_packed_model
 from adadpo.training.preemption import StopOnSignal
@@ -123,9 +125,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 tokenizer_of(kwargs.get("processing_class")),
                 self.parallelism.sp_size,
                 fixed_row_length(self.parallelism, args),
+                keep_examples=args.oom_resplit and not self.parallelism.enabled,  # an OOM's parts are re-collated
             )
-            if args.oom_resplit and not self.parallelism.enabled:  # its parts are re-collated from the examples
-                kwargs["data_collator"] = KeepExamples(kwargs["data_collator"])
         self.ref_cache = ReferenceLogpsCache.from_args(args) if self.loss_fn.needs_reference else None
         self.nonfinite_guard = NonFiniteGuard(args.max_nonfinite_steps)
         self._pair_buffer = {"train": [], "eval": []}  # gathered per-pair values since the last log
