@@ -45,6 +45,10 @@ RC_TESTS = "tests/training/test_ref_cache.py::test_each_key_entry_changed_alone_
 FAULTS = "tests/training/test_reliability_faults.py"
 HUB = "tests/hub/test_hub_checkpoints.py"
 PREFLIGHT = "tests/preflight/test_preflight.py"
+PREEMPTION = "tests/training/test_preemption.py"
+OOM_SPLIT_TEST = (
+    "tests/training/test_oom_resplit.py::test_an_out_of_memory_forward_is_split_and_trains_as_if_it_fit[adadpo-padded]"
+)
 
 MUTANTS = [
     # ---- Issue 25's six: defects the suite could not see ---------------------------------------------------------
@@ -330,6 +334,57 @@ MUTANTS = [
         "chosen = min(order, key=lambda i: (-scores[i], -lengths[i], i))",
         ("tests/evaluation/test_scoring.py::test_select_pair_best_vs_worst_with_length_tie_breaks",),
         "among equally scored samples the longest is chosen (a length bias in generated pairs)",
+    ),
+    # ---- Issue 23: stop signals, automatic resume, OOM re-split, a full disk while saving --------------------------
+    Mutant(
+        "stop-signal-does-not-stop",
+        "src/adadpo/training/preemption.py",
+        "            control.should_training_stop = True\n",
+        "",
+        (f"{PREEMPTION}::test_sigterm_checkpoints_exits_75_and_the_same_command_resumes_as_if_uninterrupted",),
+        "a stop signal does not stop training: the scheduler kills the run mid-step after the grace time",
+    ),
+    Mutant(
+        "oom-early-parts-not-backpropagated",
+        "src/adadpo/training/trainer.py",
+        "                    backward_as_training_step(self, surrogate, self._num_items_in_batch)\n",
+        "                    pass\n",
+        (OOM_SPLIT_TEST,),
+        "a split micro-batch trains on its last part only",
+    ),
+    Mutant(
+        "oom-early-parts-not-scaled-for-accumulation",
+        "src/adadpo/training/trl_compat.py",
+        "loss = loss / trainer.current_gradient_accumulation_steps",
+        "loss = loss",
+        (OOM_SPLIT_TEST,),
+        "a split micro-batch's early parts weigh gradient_accumulation_steps times too much",
+    ),
+    Mutant(
+        "checkpoint-write-error-keeps-staging",
+        "src/adadpo/training/checkpointing.py",
+        "            shutil.rmtree(staged, ignore_errors=True)\n            with contextlib.suppress(OSError):",
+        "            with contextlib.suppress(OSError):",
+        (f"{FAULTS}::test_crash_while_writing_a_checkpoint_keeps_the_previous_one[normalizer_file]",),
+        "a full disk leaves the half-written staged checkpoint behind",
+    ),
+    Mutant(
+        "auto-resume-takes-an-incomplete-checkpoint",
+        "src/adadpo/hub/resume.py",
+        "        if (checkpoint / TRAINER_STATE).is_file():",
+        "        if True:",
+        (f"{HUB}::test_auto_resume_takes_the_newest_complete_local_checkpoint_else_the_hubs_else_starts_fresh",),
+        "a checkpoint folder without its trainer state (copied in part) is resumed from",
+    ),
+    Mutant(
+        "slurm-requeues-a-finished-run",
+        "scripts/slurm/launch.slurm",
+        "if [[ $STATUS != 0 && ( $WARNED == 1",
+        "if [[ ( $WARNED == 1",
+        (
+            "tests/training/test_accelerate_configs.py::test_slurm_script_forwards_the_warning_signal_and_requeues_unless_the_run_finished",
+        ),
+        "a run that finished after the warning is requeued and trains again",
     ),
 ]
 
