@@ -1,4 +1,4 @@
-.PHONY: install demo preflight test test-fast mutation quality style bench bench-gpu bench-quality bench-dynamics bench-sp clean
+.PHONY: install demo preflight test test-fast mutation quality style bench bench-gpu gpu-check bench-quality bench-dynamics bench-sp clean
 
 # Every target runs inside the project venv (created by `make install`).
 VENV ?= .venv
@@ -55,6 +55,10 @@ bench:
 
 bench-gpu:
 	$(PY) bench/gpu_throughput.py
+
+# One GPU, < 8 min: random 1B Llama, preflight, stock TRL vs padded vs packed (tokens/s, MFU, memory); --toy on CPU.
+gpu-check:
+	PY=$(PY) bash bench/gpu_check.sh $(ARGS)
 
 # IFEval for base, DPO and AdaDPO on on-policy pairs (55 min on 2 CPU cores; add ARGS=--learning_rate=1e-4).
 bench-quality:

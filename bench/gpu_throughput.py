@@ -37,6 +37,9 @@ def parse_args(argv=None):
         __doc__, batch_size=8, warmup_steps=2, measured_steps=5, rounds=1, max_length=2048, num_pairs=512
     )
     parser.add_argument("--attn-implementation", default="flash_attention_2")
+    parser.add_argument(
+        "--device", default="cuda", choices=["cuda", "cpu"], help="cpu: fp32, for a toy-size check of the pipeline"
+    )
     parser.add_argument("--matmul-size", type=int, default=8192, help="n of the n x n bf16 matmuls timing the peak")
     parser.add_argument("--peak-tflops", type=float, default=None, help="skip the measurement and use this peak")
     args = parser.parse_args(argv)
@@ -73,24 +76,43 @@ def measure_bf16_peak_flops(size: int = 8192, iterations: int = 50) -> float:
     return 2.0 * size**3 * iterations / (start.elapsed_time(end) / 1e3)
 
 
-def main(argv=None):
+def measure_cpu_peak_flops(size: int = 1024, iterations: int = 10) -> float:
+    """The same for fp32 on this CPU (the toy check's MFU denominator), timed with the wall clock."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(iterations):
+        a @ b
+    return 2.0 * size**3 * iterations / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+    """Runs the methods, prints the table, writes the JSON; returns the payload (with `json_path` and `table`)."""
     args = parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
+    on_gpu = args.device == "cuda"
+    if on_gpu and not torch.cuda.is_available():
         sys.exit("bench/gpu_throughput.py needs a CUDA GPU; on CPU run bench/throughput.py (make bench).")
     if not os.path.isdir(args.model_dir):
         from adadpo.demo import prepare_smollm2
 
         prepare_smollm2(args.model_dir)
-    peak = args.peak_tflops * 1e12 if args.peak_tflops else measure_bf16_peak_flops(args.matmul_size)
+    if args.peak_tflops:
+        peak = args.peak_tflops * 1e12
+    else:
+        peak = measure_bf16_peak_flops(args.matmul_size) if on_gpu else measure_cpu_peak_flops()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     work_dir, base_spec = write_data_and_base_spec(args, tokenizer)
     base_spec |= {
-        "device": "cuda",
-        "bf16": True,
+        "device": args.device,
+        "bf16": on_gpu,
         "attn_implementation": args.attn_implementation,
     }
     runs = []
@@ -111,14 +133,15 @@ def main(argv=None):
         "date": timestamp(),
         "command": "python bench/gpu_throughput.py " + " ".join(argv or sys.argv[1:]),
         "machine": machine_description(),
-        "peak_bf16_tflops": peak / 1e12,
+        ("peak_bf16_tflops" if on_gpu else "peak_fp32_tflops"): peak / 1e12,
         "settings": base_spec | {"rounds": args.rounds},
         "summary": summary,
         "runs": runs,
     }
     json_path = os.path.join(args.results_dir, f"gpu-throughput-{payload['date']}.json")
     write_json(json_path, payload)
-    print(f"\nMeasured bf16 peak: {peak / 1e12:.1f} TFLOP/s\n\n{table}\n\nJSON: {json_path}")
+    print(f"\nMeasured {'bf16' if on_gpu else 'fp32'} peak: {peak / 1e12:.2f} TFLOP/s\n\n{table}\n\nJSON: {json_path}")
+    return payload | {"json_path": json_path, "table": table}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ argument checks, and one tiny end-to-end CPU run of `bench/throughput.py` (two m
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -192,3 +193,30 @@ def test_gpu_benchmark_main_puts_mfu_in_every_row(tiny_model_dir, tmp_path, monk
     # (6 + 2) * 1e8 params * 1000 tokens = 8e11 FLOPs per step over 1e12 FLOP/s: 0.4 at 2 s/step, 0.8 at 1 s/step
     assert rows["trl-dpo"]["mfu"] == pytest.approx(0.4) and rows["adadpo-packed"]["mfu"] == pytest.approx(0.8)
     assert rows["adadpo-packed"]["peak_gpu_ratio"] == 0.5 and payload["peak_bf16_tflops"] == 1.0
+
+
+def test_gpu_check_toy_runs_the_whole_pipeline_on_the_cpu(tmp_path):
+    """`bash bench/gpu_check.sh --toy`: a random tiny Llama, preflight (all rows pass), then stock TRL vs adadpo
+    padded vs packed in fresh processes, one JSON and one table; on the GPU the same script builds the 1B model."""
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(REPO_ROOT / "bench" / "gpu_check.sh"), "--toy", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "PY": sys.executable},
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((out / "gpu_check.json").read_text())
+    assert payload["on_gpu"] is False and payload["attention"] == "sdpa" and payload["preflight"]["exit_code"] == 0
+    assert payload["preflight"]["checks"] and all(c["status"] != "FAIL" for c in payload["preflight"]["checks"])
+    rows = {row["method"]: row for row in payload["throughput"]["summary"]}
+    assert set(rows) == {"trl-dpo", "adadpo", "adadpo-packed"}
+    assert all(row["tokens_per_s"] > 0 and 0 < row["mfu"] for row in rows.values())
+    assert rows["adadpo-packed"]["real_token_fraction"] == 1.0 > rows["trl-dpo"]["real_token_fraction"]
+    table = (out / "gpu_check.md").read_text()
+    assert "| adadpo `adadpo` packed |" in table and "MFU" in table and "Preflight: exit 0" in table
+
+
+def test_gpu_check_refuses_without_a_gpu_and_without_toy():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    refused = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "gpu_check.py")], capture_output=True,
+                             text=True, cwd=REPO_ROOT)  # fmt: skip
+    assert refused.returncode != 0 and "needs a CUDA GPU (or --toy" in refused.stderr
