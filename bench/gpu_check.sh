@@ -1,8 +1,8 @@
 #!/bin/bash
 # The one-GPU check (bench/gpu_check.py): a random 1B-class Llama, preflight, stock TRL vs adadpo padded vs packed
 # (tokens/s, MFU, peak memory), one JSON + table. For a GPU machine with torch and transformers but not TRL, datasets,
-# accelerate, peft (and no internet): put their wheels (and their missing dependencies) in .whl/ (docs: bench/README
-# section in docs/evaluation.md) and they are installed into /tmp/adadpo-site first.
+# accelerate, peft (and no internet): put their wheels (and their missing dependencies) in .whl/ (README, "GPU check")
+# and they are installed into /tmp/adadpo-site first.
 #
 #   bash bench/gpu_check.sh [--out DIR]     # on the GPU
 #   bash bench/gpu_check.sh --toy           # the same pipeline on a tiny model on the CPU (tested in CI)
