@@ -141,8 +141,15 @@ class AdaDPOTrainer(TRLCompatTrainer):
         )
         if self.parallelism.enabled:  # DeepSpeed's adapter, made restartable per epoch and resumable
             wrap_sequence_parallel_dataloader(self.accelerator, EpochSlices)
-        self.stop_on_signal = StopOnSignal(parse_signal_names(args.stop_signals))  # checkpoint, then exit 75
+        stop_signals = parse_signal_names(args.stop_signals)
+        self.stop_on_signal = StopOnSignal(stop_signals)  # checkpoint, then exit 75
         self.add_callback(self.stop_on_signal)
+        if "SIGTERM" in stop_signals and args.dataloader_num_workers > 0:
+            logger.warning(
+                "stop_signals includes SIGTERM with dataloader_num_workers > 0: torchrun forwards SIGTERM to the whole "
+                "process group and a data-loading worker dies of it, which ends the step instead of checkpointing "
+                "it. The Slurm script's SIGUSR1 is not affected; or set dataloader_num_workers: 0."
+            )
         self.oom_splitter = None  # splits a micro-batch whose forward runs out of memory (`oom_resplit`)
         if args.oom_resplit:
             unavailable = resplit_unavailable(self)
