@@ -15,6 +15,12 @@ through `scripts/run_adadpo.py`; the figures come from `scripts/plot_runs.py`:
     python bench/dynamics.py            # full size, ~25 min on 2 idle CPU cores (sizing below)
     python bench/dynamics.py --quick    # the same pipeline on a tiny random model, under a minute
     python bench/dynamics.py --dataset my_pairs.jsonl   # any preference file run_adadpo.py reads (used as given)
+
+Seeded, judged by the pre-registered rule (docs/evaluation.md; bench/dynamics_stats.py) on per-pair held-out values
+of each run's final weights (their means equal the run's own last evaluation: tested):
+
+    python bench/dynamics.py --seeds 0 1 2 --eval_pairs 300 --train_pairs 1200 --max_steps N --learning_rate LR
+                                           # LR and N from a pilot on the training split only; dynamics_seeded.{json,md}
 """
 
 import argparse
@@ -24,6 +30,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +38,9 @@ import yaml
 
 from adadpo.files import write_jsonl_atomic, write_text_atomic
 from adadpo.run_folder import RunFolder, SweepFolder
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/dynamics_stats.py
 
 
 # Other jobs may share the cores: OpenMP threads that spin while waiting slow everyone down (set before torch loads).
@@ -122,8 +132,12 @@ def single_turn_pairs(source: Path, tokenizer, max_tokens: int, count: int, seed
     raise ValueError(f"{source} has only {len(picked)} single-turn pairs within {max_tokens} tokens; {count} needed.")
 
 
-def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path, size: dict) -> Path:
-    name = f"{loss}-beta{beta:g}"
+def run_name(loss: str, beta: float, seed: int | None) -> str:
+    return f"{loss}-beta{beta:g}" + ("" if seed is None else f"-seed{seed}")
+
+
+def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path, size: dict, seed=None) -> Path:
+    name = run_name(loss, beta, seed)
     recipe = {
         **TRAIN_SETTINGS,
         "model_name_or_path": str(model_dir),
@@ -142,10 +156,17 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
         "beta": beta,
         "output_dir": str(out / name),
         "run_name": name,
+        **({} if seed is None else {"seed": seed}),  # the data order and the held-out split of this seed
     }
     recipe_path = SweepFolder(out).recipe(name)  # laid out as a sweep folder, so the plots find each run's recipe
-    write_text_atomic(recipe_path, yaml.safe_dump(recipe, sort_keys=False))
-    if not RunFolder(out / name).is_finished():
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    finished = RunFolder(out / name).is_finished()
+    if finished and (not recipe_path.exists() or recipe_path.read_text() != text):  # never reuse a stale run
+        raise ValueError(
+            f"{out / name} was trained with other settings than these; use another --out, or delete that run folder."
+        )
+    write_text_atomic(recipe_path, text)
+    if not finished:
         # In this process (one CPU process is what `accelerate launch` would start here too): the libraries are
         # imported once for all four runs instead of once per run.
         from adadpo.cli import run_adadpo as script
@@ -154,6 +175,100 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
         script.main(*script.parse_args(argv), argv=argv)
         gc.collect()
     return out / name
+
+
+def held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
+    """Per held-out pair, at the end of training: the run's own loss, reward accuracy (the policy prefers the chosen
+    response more than the reference does), the β×KL margin (plain β, both losses) and the per-token change of the
+    chosen and the rejected log-probability from the reference. The trainer is rebuilt from the run's recipe (so the
+    held-out split, tokenization and cached reference log-probs are the run's own) with the final weights loaded."""
+    import torch
+    from safetensors.torch import load_file
+
+    from adadpo.recipe import parse_args
+    from adadpo.training.build import build_trainer
+    from adadpo.training.logps import sequence_logps
+
+    argv = ["--config", str(recipe_path), f"--output_dir={run_dir / 'held-out-eval'}", "--eval_strategy=no"]
+    script_args, training_args, model_args = parse_args(argv)
+    trainer = build_trainer(script_args, training_args, model_args).trainer
+    missing, unexpected = trainer.model.load_state_dict(load_file(run_dir / "model.safetensors"), strict=False)
+    tied = {"lm_head.weight"} if trainer.model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:  # only a tied head may be absent from the saved weights
+        raise ValueError(f"{run_dir}: the final weights do not fit the model ({missing=}, {unexpected=})")
+    trainer.model.eval()
+    values: dict[str, list[float]] = {}
+    beta = training_args.beta
+    with torch.no_grad():
+        for batch in trainer.get_eval_dataloader(trainer.eval_dataset):
+            batch = trainer.on_device(batch)
+            policy = sequence_logps(trainer.model, batch, ld_alpha=training_args.ld_alpha)
+            chosen, rejected = policy.logps.chunk(2)
+            chosen_len, rejected_len = policy.lengths.chunk(2)
+            ref_chosen, ref_rejected = trainer.reference_logps(batch)
+            out = trainer.loss_fn(
+                policy_chosen_logps=chosen, policy_rejected_logps=rejected, chosen_lengths=chosen_len,
+                rejected_lengths=rejected_len, ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected,
+                training=False,
+            )  # fmt: skip
+            log_ratio_margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+            for key, tensor in {
+                "eval loss": out.losses,
+                "reward accuracy": (log_ratio_margin > 0).float(),
+                "β×KL margin": beta * log_ratio_margin,
+                "held-out chosen log-prob change per token": (chosen - ref_chosen) / chosen_len.clamp(min=1),
+                "held-out rejected log-prob change per token": (rejected - ref_rejected) / rejected_len.clamp(min=1),
+            }.items():
+                values.setdefault(key, []).extend(tensor.float().cpu().tolist())
+    del trainer
+    gc.collect()
+    return values
+
+
+def seeded_verdicts(values: dict[tuple[str, float, int], dict], seeds: list[int]) -> dict:
+    """The pre-registered rule (bench/dynamics_stats.py) over the seeds' per-pair held-out values."""
+    from dynamics_stats import JUDGED_PANELS, NOT_TESTED, learned, overall, paired_difference, verdict
+
+    cells, rows = {}, []
+    for beta in BETAS:
+        grid = {
+            (loss, panel): [values[(loss, beta, seed)][panel] for seed in seeds]  # one list per seed
+            for loss in LOSSES
+            for panel in values[("dpo", beta, seeds[0])]
+        }
+        dpo_learned = learned(grid[("dpo", "reward accuracy")])
+        for panel, direction in {**JUDGED_PANELS, "held-out rejected log-prob change per token": None}.items():
+            difference = paired_difference(grid[("dpo", panel)], grid[("adadpo", panel)])
+            judged = direction is not None
+            result = (verdict(difference, direction) if dpo_learned else NOT_TESTED) if judged else "reported"
+            if judged:
+                cells[(panel, beta)] = result
+            rows.append({
+                "beta": beta, "panel": panel, "direction": direction or "-", "dpo": _pooled_mean(grid[("dpo", panel)]),
+                "adadpo": _pooled_mean(grid[("adadpo", panel)]), "difference": difference.mean,
+                "low": difference.low, "high": difference.high, "verdict": result, "dpo_learned": dpo_learned,
+            })  # fmt: skip
+    return {"rows": rows, "overall": overall(cells)}
+
+
+def _pooled_mean(per_seed: list[list[float]]) -> float:
+    values = [value for seed_values in per_seed for value in seed_values]
+    return sum(values) / len(values)
+
+
+def seeded_markdown(verdicts: dict, seeds: list[int], pairs: int) -> str:
+    lines = [
+        f"{len(seeds)} seeds, {pairs} held-out pairs per seed; AdaDPO − DPO with its 95% two-level bootstrap interval",
+        "",
+        "| β | panel (paper: AdaDPO …) | DPO | AdaDPO | AdaDPO − DPO [95% interval] | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in verdicts["rows"]:
+        lines.append(
+            f"| {row['beta']:g} | {row['panel']} ({row['direction']}) | {row['dpo']:.4f} | {row['adadpo']:.4f} | "
+            f"{row['difference']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] | {row['verdict']} |"
+        )
+    return "\n".join([*lines, "", f"Overall: **{verdicts['overall']}**"]) + "\n"
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -266,11 +381,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--hh_rlhf", type=Path, default=HH_RLHF, help="HH-RLHF jsonl(.gz) to draw pairs from")
     parser.add_argument("--dataset", help="use this preference dataset (any run_adadpo.py dataset_name) as given")
     parser.add_argument("--max_steps", type=int, help="optimizer steps per run (default: the size's)")
+    parser.add_argument("--train_pairs", type=int, help="pairs drawn for training (default: the size's)")
+    parser.add_argument("--eval_pairs", type=int, help="held-out pairs (the seeded rule asks for at least 300)")
+    parser.add_argument("--learning_rate", type=float, help="one rate for every run (default: the size's)")
+    parser.add_argument("--eval_steps", type=int, help="steps between held-out evaluations (default: the size's)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="seeded runs (data order and held-out split per seed), judged by the "
+        "pre-registered rule on per-pair held-out values (docs/evaluation.md); default: one run per loss and β"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     size = dict(SIZES[mode])
-    if args.max_steps:
-        size["max_steps"] = args.max_steps
+    for key in ("max_steps", "train_pairs", "eval_pairs", "learning_rate", "eval_steps"):
+        if getattr(args, key):
+            size[key] = getattr(args, key)
     out = args.out / mode
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -280,6 +404,9 @@ def main(argv=None) -> dict:
         data = args.dataset
     else:
         data = out / "pairs.jsonl"
+        wanted = size["train_pairs"] + size["eval_pairs"]
+        if data.exists() and len(data.read_text().splitlines()) != wanted:
+            raise ValueError(f"{data} holds pairs drawn for other sizes than these ({wanted}); use another --out.")
         if not data.exists():
             from transformers import AutoTokenizer
 
@@ -289,6 +416,8 @@ def main(argv=None) -> dict:
             )
             write_jsonl_atomic(data, pairs)
 
+    if args.seeds:
+        return seeded_main(args, size, out, model_dir, Path(data), start)
     runs, seconds = {}, {}
     for beta in BETAS:
         for loss in LOSSES:
@@ -332,5 +461,37 @@ def main(argv=None) -> dict:
     return result
 
 
+def seeded_main(args, size: dict, out: Path, model_dir: Path, data: Path, start: float) -> dict:
+    """Every (seed, β, loss) run, then per-pair held-out values of each, then the pre-registered verdicts."""
+    seeds, values, seconds = list(args.seeds), {}, {}
+    for seed in seeds:
+        for beta in BETAS:
+            for loss in LOSSES:
+                t0 = time.time()
+                run_dir = run_training(loss, beta, data, model_dir, out, size, seed=seed)
+                values[(loss, beta, seed)] = held_out_values(run_dir, SweepFolder(out).recipe(run_dir.name))
+                seconds[run_dir.name] = time.time() - t0
+    verdicts = seeded_verdicts(values, seeds)
+    table = seeded_markdown(verdicts, seeds, size["eval_pairs"])
+    result = {
+        "mode": "quick" if args.quick else "full",
+        "date": time.strftime("%Y-%m-%d"),
+        "seeds": seeds,
+        "sizes": size,
+        "train_settings": TRAIN_SETTINGS,
+        "verdicts": verdicts,
+        "held_out_values": {f"{loss}-beta{beta:g}-seed{seed}": v for (loss, beta, seed), v in values.items()},
+        "wall_seconds": {"runs": seconds, "total": time.time() - start},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    (out / "dynamics_seeded.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "dynamics_seeded.md").write_text(table)
+    print(f"\n{table}\n{result['wall_seconds']['total'] / 60:.1f} min. Written to {out}/dynamics_seeded.json")
+    return result
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # stale runs or pairs, too few pairs in the data: the message says what to do
+        sys.exit(f"error: {error}")

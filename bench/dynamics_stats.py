@@ -33,32 +33,51 @@ class Interval:
     high: float
 
 
-def bootstrap_means(values: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """Means of `resamples` two-level resamples of a (seeds, pairs) array: seeds with replacement, then pairs with
-    replacement within each drawn seed."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or 0 in values.shape:
-        raise ValueError(f"expected a non-empty (seeds, pairs) array, got shape {values.shape}")
-    seeds, pairs = values.shape
+def _per_seed(values) -> list[np.ndarray]:
+    per_seed = [np.asarray(v, dtype=np.float64).ravel() for v in values]
+    if not per_seed or any(v.size == 0 for v in per_seed):
+        raise ValueError("expected per-seed values, each with at least one held-out pair")
+    return per_seed
+
+
+def bootstrap_means(values, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means of `resamples` two-level resamples of per-seed values (a (seeds, pairs) array, or one array per seed
+    when the seeds hold out different numbers of pairs): seeds with replacement, then each drawn seed's pairs with
+    replacement; a resample's mean is over all the values it drew."""
+    per_seed = _per_seed(values)
     rng = np.random.default_rng(seed)
+    seeds = len(per_seed)
     seed_draws = rng.integers(0, seeds, size=(resamples, seeds))
-    pair_draws = rng.integers(0, pairs, size=(resamples, seeds, pairs))
-    return values[seed_draws[..., None], pair_draws].mean(axis=(1, 2))
+    if len({v.size for v in per_seed}) == 1:  # equal counts: one gather
+        matrix = np.stack(per_seed)
+        pair_draws = rng.integers(0, matrix.shape[1], size=(resamples, seeds, matrix.shape[1]))
+        return matrix[seed_draws[..., None], pair_draws].mean(axis=(1, 2))
+    sums, counts = np.zeros(resamples), np.zeros(resamples)
+    for slot in range(seeds):
+        for index, pairs in enumerate(per_seed):
+            drawn = seed_draws[:, slot] == index
+            if drawn.any():
+                sums[drawn] += pairs[rng.integers(0, pairs.size, size=(int(drawn.sum()), pairs.size))].sum(axis=1)
+                counts[drawn] += pairs.size
+    return sums / counts
 
 
-def interval(values: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> Interval:
-    """The mean of a (seeds, pairs) array and its 95% two-level bootstrap interval (percentiles 2.5 and 97.5)."""
+def interval(values, resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+    """The mean of per-seed values (over all pairs) and its 95% two-level bootstrap interval (percentiles 2.5 and
+    97.5)."""
     means = bootstrap_means(values, resamples, seed)
     low, high = np.percentile(means, [2.5, 97.5])
-    return Interval(float(np.mean(values)), float(low), float(high))
+    return Interval(float(np.concatenate(_per_seed(values)).mean()), float(low), float(high))
 
 
-def paired_difference(dpo: np.ndarray, adadpo: np.ndarray, **kwargs) -> Interval:
-    """AdaDPO − DPO, pair by pair and seed by seed, then `interval`."""
-    dpo, adadpo = np.asarray(dpo, dtype=np.float64), np.asarray(adadpo, dtype=np.float64)
-    if dpo.shape != adadpo.shape:
-        raise ValueError(f"DPO and AdaDPO values are not paired: shapes {dpo.shape} and {adadpo.shape}")
-    return interval(adadpo - dpo, **kwargs)
+def paired_difference(dpo, adadpo, **kwargs) -> Interval:
+    """AdaDPO − DPO, pair by pair within each seed, then `interval`."""
+    dpo, adadpo = _per_seed(dpo), _per_seed(adadpo)
+    if [v.shape for v in dpo] != [v.shape for v in adadpo]:
+        raise ValueError(
+            f"DPO and AdaDPO values are not paired: {[v.shape for v in dpo]} vs {[v.shape for v in adadpo]}"
+        )
+    return interval([a - d for d, a in zip(dpo, adadpo, strict=True)], **kwargs)
 
 
 def verdict(difference: Interval, direction: str) -> str:

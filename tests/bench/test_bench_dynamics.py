@@ -88,3 +88,25 @@ def test_dynamics_quick_end_to_end(tmp_path):
     table = (out / "dynamics.md").read_text()
     assert table.count("\n| 0.05 |") == 5 and "paper's direction holds?" in table
     assert json.loads((out / "dynamics.json").read_text())["comparison"] == result["comparison"]
+
+
+@pytest.mark.slow
+def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(tmp_path):
+    """`--seeds 0 1`: eight runs, then per-pair held-out values from each final model; their means equal each run's
+    own last evaluation (logged by the trainer during training: an independent computation), and every judged cell
+    gets a verdict under the pre-registered rule (here "not tested": a tiny random model learns nothing)."""
+    result = dynamics.main(["--quick", "--seeds", "0", "1", "--out", str(tmp_path)])
+    out = tmp_path / "quick"
+    logged = {
+        "eval loss": "eval_loss",
+        "reward accuracy": "eval_rewards/accuracies",
+        "β×KL margin": "eval_kl/beta_margin",
+    }
+    for name, values in result["held_out_values"].items():
+        final = dynamics.final_eval(out / name)
+        assert final["step"] == dynamics.SIZES["quick"]["max_steps"]  # the evaluation of the final weights
+        for panel, key in logged.items():
+            assert sum(values[panel]) / len(values[panel]) == pytest.approx(final[key], abs=1e-5), (name, panel)
+    rows = result["verdicts"]["rows"]
+    assert len(rows) == 2 * 5 and {row["verdict"] for row in rows} <= {"not tested", "reported"}
+    assert result["verdicts"]["overall"] == "inconclusive" and (out / "dynamics_seeded.md").is_file()

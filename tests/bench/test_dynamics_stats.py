@@ -87,3 +87,16 @@ def test_overall_summary():
     assert stats.overall(reproduced | {("eval loss", 0.01): stats.CONTRADICTED}) == stats.CONTRADICTED
     assert stats.overall(reproduced | {("reward accuracy", 0.05): stats.INCONCLUSIVE}) == stats.INCONCLUSIVE
     assert stats.overall(reproduced | {("reward accuracy", 0.05): stats.NOT_TESTED}) == stats.INCONCLUSIVE
+
+
+def test_seeds_with_different_held_out_counts():
+    """Seeds whose held-out splits differ in size (rows dropped per split): the pooled mean weighs every pair once,
+    and the interval behaves as for equal counts (a consistent +0.05 on every pair excludes 0)."""
+    rng = np.random.default_rng(6)
+    dpo = [rng.normal(0, 3.0, size=n) for n in (300, 280, 310)]
+    adadpo = [d + 0.05 + rng.normal(0, 0.01, size=d.size) for d in dpo]
+    got = stats.paired_difference(dpo, adadpo)
+    pooled = np.concatenate([a - d for d, a in zip(dpo, adadpo)]).mean()
+    assert got.mean == pytest.approx(pooled) and got.low > 0 and got.low < got.mean < got.high
+    equal = stats.interval(np.stack([v[:280] for v in (a - d for d, a in zip(dpo, adadpo))]))
+    assert got.high - got.low == pytest.approx(equal.high - equal.low, rel=0.3)
