@@ -178,7 +178,8 @@ def test_slurm_script_is_valid_bash_and_uses_existing_files():
     assert "accelerate_configs/deepspeed_zero3.yaml" in text and "scripts/run_adadpo.py" in text
 
 
-def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None = None, restarts: int = 0):
+def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None = None, restarts: int = 0,
+               signal_kind=signal.SIGUSR1, scancel_body: str = ""):  # fmt: skip
     """scripts/slurm/launch.slurm with stand-ins for srun (runs the task here), scancel and scontrol (record their
     arguments) and `accelerate` (records its arguments, then runs `launcher_body`)."""
     bin_dir = tmp_path / "bin"
@@ -187,7 +188,7 @@ def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None =
         (tmp_path / name).unlink(missing_ok=True)
     stubs = {
         "srun": 'while [[ $1 == --* ]]; do shift; done; "$@"',  # its own options, then the task
-        "scancel": f'echo "$@" >> {tmp_path}/scancel.txt',
+        "scancel": f'echo "$@" >> {tmp_path}/scancel.txt\n{scancel_body}',
         "scontrol": f'[[ $1 == show ]] && echo node0 || echo "$@" >> {tmp_path}/scontrol.txt',
         "accelerate": f'echo "$@" > {tmp_path}/accelerate.txt\n{launcher_body}',
     }
@@ -202,7 +203,7 @@ def _slurm_run(tmp_path, launcher_body: str, *args, signal_after: float | None =
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     if signal_after is not None:
         time.sleep(signal_after)
-        proc.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=B:USR1@300` sends to the batch script
+        proc.send_signal(signal_kind)  # SIGUSR1: what `#SBATCH --signal=B:USR1@300` sends; SIGTERM: a preemption
     out, err = proc.communicate(timeout=60)
     read = lambda name: (tmp_path / name).read_text() if (tmp_path / name).exists() else ""  # noqa: E731
     return proc.returncode, read("accelerate.txt"), read("scancel.txt"), read("scontrol.txt"), out + err
@@ -236,3 +237,23 @@ def test_slurm_script_forwards_the_warning_signal_and_requeues_unless_the_run_fi
     assert code == 0 and scontrol.strip() == "requeue 42"
     code, _, scancel, scontrol, output = _slurm_run(tmp_path, "sleep 2; exit 0", signal_after=1.0)
     assert scancel.strip() == "--signal=USR1 42" and code == 0 and scontrol == "", output  # it finished in time
+
+
+def test_slurm_script_requeues_a_failure_after_the_warning_but_not_past_the_cap(tmp_path):
+    code, _, _, scontrol, output = _slurm_run(tmp_path, "sleep 2; exit 1", signal_after=1.0)
+    assert code == 0 and scontrol.strip() == "requeue 42", output  # e.g. the launcher killed at the grace's end
+    code, _, _, scontrol, output = _slurm_run(tmp_path, "exit 75", restarts=20)
+    assert code == 75 and scontrol == "" and "not requeueing" in output
+
+
+def test_slurm_script_requeues_after_a_preemption_sigterm(tmp_path):
+    code, _, scancel, scontrol, output = _slurm_run(tmp_path, "sleep 2; exit 1", signal_after=1.0,
+                                                    signal_kind=signal.SIGTERM)  # fmt: skip
+    assert code == 0 and scontrol.strip() == "requeue 42" and scancel == "", output  # Slurm signals the steps itself
+
+
+def test_slurm_script_reads_the_status_of_a_step_that_ended_during_the_trap(tmp_path):
+    """The step exits 0 while the warning's trap is still running (a slow scancel): it finished; no requeue."""
+    code, _, scancel, scontrol, output = _slurm_run(tmp_path, "sleep 1.5; exit 0", signal_after=1.0,
+                                                    scancel_body="sleep 2")  # fmt: skip
+    assert scancel.strip() == "--signal=USR1 42" and code == 0 and scontrol == "", output

@@ -71,6 +71,18 @@ def test_later_micro_batches_of_that_size_are_split_at_once(tiny_model_dir, pref
     assert trainer.oom_splitter.splits > oom.raised >= 1
 
 
+def test_a_micro_batch_of_three_pairs_is_split_down_to_one_pair_each(tiny_model_dir, pref_jsonl, tmp_path):
+    """3 pairs: halves of 2 + 1 pairs, then 3 parts of one pair, the size at which every pair fits (not a stop after
+    two parts because 2 x 2 > 3)."""
+    common = {"per_device_train_batch_size": 3, "global_batch_size": 3, "optim": "sgd", "learning_rate": 0.1}
+    whole = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "whole", **common))
+    limit = 2 * 64  # one pair (2 rows of at most max_length 64) always fits; two pairs mostly do not
+    with extra_callbacks(OutOfMemoryAbove(limit)):
+        split = train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "split", **common))
+    assert split.oom_splitter.splits >= 1
+    assert_same_run(split, whole)
+
+
 def test_an_out_of_memory_error_at_one_pair_stops_with_its_size_and_the_fixes(tiny_model_dir, pref_jsonl, tmp_path):
     with extra_callbacks(OutOfMemoryAbove(8)), pytest.raises(OutOfMemoryStop) as stopped:
         train(run_adadpo, tiny_run_args(tiny_model_dir, pref_jsonl, tmp_path / "run", per_device_train_batch_size=4))

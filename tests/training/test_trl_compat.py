@@ -102,6 +102,8 @@ def test_swapping_a_missing_trl_function_is_refused_by_name():
         (Trainer, "_get_output_dir", Trainer._save_checkpoint),
         (Trainer, "_load_rng_state", Trainer._run_epoch),
         (Trainer, "_save_checkpoint", Trainer._maybe_log_save_evaluate),
+        (Trainer, "_prepare_inputs", Trainer.training_step),
+        (Trainer, "_prepare_inputs", Trainer.prediction_step),
     ],
 )
 def test_private_methods_we_override_are_still_called_where_we_rely_on_it(owner, method, caller):
@@ -182,3 +184,24 @@ def test_trl_drops_long_prompts_by_reading_max_length_alone():
     source = inspect.getsource(DPOTrainer._prepare_dataset)
     assert 'if args.max_length is not None and args.truncation_mode == "keep_start":' in source
     assert 'len(example["prompt_ids"]) < args.max_length' in source
+
+
+def test_per_pair_columns_keep_their_dtype_when_deepspeed_casts_the_batch(tiny_model_dir, tmp_path, monkeypatch):
+    """transformers' `_prepare_inputs` casts every float tensor of a batch to DeepSpeed's dtype (bf16): the seam keeps
+    the precomputed reference log-probs in fp32 (-401.3 would become -402 in bf16), and casts the rest as before."""
+    from types import SimpleNamespace
+
+    import accelerate
+
+    trainer = build(tiny_model_dir, tmp_path)
+    monkeypatch.setattr(trainer, "is_deepspeed_enabled", True)
+    bf16_engine = SimpleNamespace(hf_ds_config=SimpleNamespace(dtype=lambda: torch.bfloat16))
+    monkeypatch.setattr(accelerate.state.AcceleratorState, "deepspeed_plugin", property(lambda self: bf16_engine))
+    batch = {"ref_chosen_logps": torch.tensor([-401.3]), "reward_margin": torch.tensor([0.123]),
+             "other_floats": torch.tensor([-401.3]), "input_ids": torch.tensor([[1, 2]])}  # fmt: skip
+    prepared = trainer._prepare_inputs(batch)
+    assert prepared["ref_chosen_logps"].dtype == torch.float32
+    assert torch.equal(prepared["ref_chosen_logps"], batch["ref_chosen_logps"])
+    assert prepared["reward_margin"].dtype == torch.float32
+    assert prepared["other_floats"].dtype == torch.bfloat16  # transformers' cast, for everything else
+    assert prepared["input_ids"].dtype == torch.long

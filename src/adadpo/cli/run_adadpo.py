@@ -165,8 +165,7 @@ def cli() -> int:
         logger.error("%s", error)
         return 1
     if trainer.stop_on_signal.push_pending:  # exit now: the interpreter would wait for the upload thread
-        trainer.accelerator.end_training()  # trackers finish cleanly
-        logging.shutdown()
+        logging.shutdown()  # (trackers' own exit hooks do not run: a wandb run may show as crashed)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(PREEMPTED_EXIT_CODE)

@@ -15,13 +15,13 @@ import re
 import shutil
 import tempfile
 
-import torch.distributed as dist
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 from adadpo.files import publish_dir
 from adadpo.hub.checkpoints import LAST_CHECKPOINT
 from adadpo.hub.push import HubError, failure_reason, hub_api, hub_repo_id
 from adadpo.run_folder import CHECKPOINT_PREFIX, TRAINER_STATE, RunFolder
+from adadpo.training.agreement import any_process
 
 
 logger = logging.getLogger(__name__)
@@ -78,13 +78,10 @@ def resume_checkpoint(args, push_to_hub: bool, token=None) -> str | None:
     if asked is None and args.overwrite_output_dir:
         return None  # start over (the earlier checkpoints were set aside)
     checkpoint = newest_local_checkpoint(args.output_dir)  # local first: no Hub call (nor its outage) needed
-    if asked == AUTO_RESUME and pushes_checkpoints(args, push_to_hub):
-        # Every process has looked before process 0 may download into output_dir (a process looking later would see
-        # the download, skip the Hub branch and its barrier, and the others would wait there for it)
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-        if checkpoint is None:
-            return resume_from_hub(args, token, missing_ok=True)
+    # Every process decides together (one all-reduce, which is also the barrier before process 0 may download into
+    # output_dir): a process taking the Hub branch alone would wait in its barrier for the others
+    if asked == AUTO_RESUME and pushes_checkpoints(args, push_to_hub) and any_process(checkpoint is None):
+        return resume_from_hub(args, token, missing_ok=True)
     if checkpoint is not None:
         logger.info("Resuming from the newest checkpoint in output_dir: %s", checkpoint)
     elif asked == AUTO_RESUME:
@@ -128,6 +125,12 @@ def resume_from_hub(args, token=None, missing_ok: bool = False) -> str | None:
     try:
         latest = latest_pushed_checkpoint(api, repo_id, args.hub_revision)
     except Exception as error:
+        local = newest_local_checkpoint(args.output_dir)
+        if missing_ok and local is not None:  # `auto`, and this process has a local checkpoint
+            logger.warning(
+                "Could not read the Hub repo %r (%s): resuming from %s.", repo_id, failure_reason(error, token), local
+            )
+            return local
         if not (missing_ok and isinstance(error, RepositoryNotFoundError | RevisionNotFoundError)):
             raise HubResumeError(
                 f"`resume_from_checkpoint: {asked}` could not read the Hub repo {repo_id!r}: "

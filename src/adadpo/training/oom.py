@@ -126,6 +126,8 @@ def resplit_unavailable(trainer) -> str | None:
         return "FSDP gathers the weights inside the forward"
     if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
         return "ZeRO-3 gathers the weights inside the forward"
+    if trainer.args.accelerator_config.dispatch_batches:
+        return "`dispatch_batches` sends batches from process 0, which cannot carry a micro-batch's examples"
     if trainer.aux_loss_enabled:
         return "the MoE router loss depends on the whole micro-batch's routing"
     if trainer.args.neftune_noise_alpha:

@@ -157,6 +157,8 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 logger.info("oom_resplit: not available here (%s); an out-of-memory error stops the run.", unavailable)
             else:
                 self.oom_splitter = MicroBatchSplitter()
+        if self.oom_splitter is None and getattr(self.data_collator, "keep_examples", False):
+            self.data_collator.keep_examples = False  # nothing will re-collate them
 
     # ---- Data ---------------------------------------------------------------------------------------------------
 
@@ -282,9 +284,9 @@ class AdaDPOTrainer(TRLCompatTrainer):
                 break
             if failed:
                 self.oom_splitter.record(tokens // parts)
-            if any_process(2 * parts > pairs):  # one pair per part already
+            if any_process(parts >= pairs):  # one pair per part already
                 raise OutOfMemoryStop(stop_message(1, max(p.tokens() for p in examples.parts(parts)), "forward"))
-            parts *= 2
+            parts = min(2 * parts, pairs)  # 3 pairs: 2 parts, then 3
             logger.warning(
                 "Out of memory (%s): splitting a micro-batch of %d pairs into %d parts.",
                 failed or "on another process",
@@ -361,11 +363,11 @@ class AdaDPOTrainer(TRLCompatTrainer):
     def train(self, *args, **kwargs):
         try:
             result = super().train(*args, **kwargs)
+            if self.stop_on_signal.stopped and not self.stop_on_signal.checkpointed:  # a safety net: the epoch-end
+                self.save_checkpoint_now()  # save after a stop normally writes it (StopOnSignal.on_epoch_end)
+                self.stop_on_signal.checkpointed = True
         finally:
             self.stop_on_signal.restore()  # the signals' own behaviour again, also when training raised
-        if self.stop_on_signal.stopped and not self.stop_on_signal.checkpointed:
-            self.save_checkpoint_now()  # transformers skipped the save (`save_strategy: best`): the stop needs one
-            self.stop_on_signal.checkpointed = True
         return result
 
     # ---- Metrics ------------------------------------------------------------------------------------------------

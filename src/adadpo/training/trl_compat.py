@@ -11,6 +11,7 @@ if an upgrade changes one, and `tests/test_architecture.py` fails if a module ou
 import contextlib
 import os
 
+import torch
 from accelerate.utils import DeepSpeedPlugin
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 from trl import DPOTrainer
@@ -188,6 +189,14 @@ class TRLCompatTrainer(DPOTrainer):
         return self._tp_size
 
     # ---- transformers: Trainer private methods -----------------------------------------------------------------
+
+    def _prepare_inputs(self, inputs):
+        # transformers: `_prepare_inputs` moves a batch to the device and, under DeepSpeed, casts every floating tensor
+        # to the engine's dtype. Summed reference log-probs of -400 in bf16 are off by up to 2 nats; the per-pair
+        # columns (`extra_pair_columns`: reference log-probs, reward margins) move without a cast.
+        columns = {k: v for k, v in inputs.items() if k in self.extra_pair_columns() and isinstance(v, torch.Tensor)}
+        prepared = super()._prepare_inputs({k: v for k, v in inputs.items() if k not in columns})
+        return prepared | {k: v.to(self.args.device) for k, v in columns.items()}
 
     def _get_output_dir(self, trial):
         # transformers: `_save_checkpoint` writes `checkpoint-N` under `_get_output_dir(trial)`. Inside
