@@ -49,6 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 HH_RLHF = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 LOSSES = ("dpo", "adadpo")
+HELD_OUT_SEED = 0  # draws the seeded runs' held-out pairs, the same for every seed
 BETAS = (0.05, 0.01)
 # Sizing (2 idle CPU cores, fp32, SmolLM2-135M, packed rows): a forward pass over 8 single-turn HH pairs (chosen and
 # rejected, ~55 tokens each) takes ~2.7 s and a training step ~3x that (~9 s). The reference log-probs are computed
@@ -141,8 +142,19 @@ def run_training(loss: str, beta: float, data: Path, model_dir: Path, out: Path,
     recipe = {
         **TRAIN_SETTINGS,
         "model_name_or_path": str(model_dir),
-        "dataset_name": str(data),
-        "test_split_size": size["eval_pairs"],
+        # Seeded runs hold out the same pairs whatever the seed (a mixture's own seed draws the split; the run's seed
+        # orders the training pairs), so a pilot on the other pairs never sees them; one run: the run's seed draws it
+        **(
+            {"dataset_name": str(data), "test_split_size": size["eval_pairs"]}
+            if seed is None
+            else {
+                "dataset_mixture": {
+                    "datasets": [{"path": str(data)}],
+                    "seed": HELD_OUT_SEED,
+                    "test_split_size": size["eval_pairs"],
+                }
+            }  # fmt: skip
+        ),
         "max_train_samples": size["train_pairs"],
         "per_device_train_batch_size": size["batch"],
         "global_batch_size": size["batch"],
@@ -218,6 +230,7 @@ def held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
                 "β×KL margin": beta * log_ratio_margin,
                 "held-out chosen log-prob change per token": (chosen - ref_chosen) / chosen_len.clamp(min=1),
                 "held-out rejected log-prob change per token": (rejected - ref_rejected) / rejected_len.clamp(min=1),
+                "reference chosen log-prob": ref_chosen,  # identifies the held-out pair (the same across seeds)
             }.items():
                 values.setdefault(key, []).extend(tensor.float().cpu().tolist())
     del trainer

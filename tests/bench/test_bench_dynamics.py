@@ -107,6 +107,15 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
         assert final["step"] == dynamics.SIZES["quick"]["max_steps"]  # the evaluation of the final weights
         for panel, key in logged.items():
             assert sum(values[panel]) / len(values[panel]) == pytest.approx(final[key], abs=1e-5), (name, panel)
+    # every seed holds out the same pairs (a pilot on the others never sees them); the seeds order the training
+    held_out = {name.split("-seed")[1]: len(v["eval loss"]) for name, v in result["held_out_values"].items()}
+    assert set(held_out.values()) == {dynamics.SIZES["quick"]["eval_pairs"]}
+    reference = [result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["reference chosen log-prob"] for seed in (0, 1)]
+    assert reference[0] == reference[1]  # the same pairs, in the same order
+    trained_on = [json.loads((out / f"dpo-beta0.05-seed{seed}" / "trainer_state.json").read_text()) for seed in (0, 1)]
+    assert [e["loss"] for e in trained_on[0]["log_history"] if "loss" in e][1:] != [
+        e["loss"] for e in trained_on[1]["log_history"] if "loss" in e
+    ][1:]  # the seeds do order the training pairs differently
     rows = result["verdicts"]["rows"]
     assert len(rows) == 2 * 5 and {row["verdict"] for row in rows} <= {"not tested", "reported"}
     assert result["verdicts"]["overall"] == "inconclusive" and (out / "dynamics_seeded.md").is_file()
