@@ -27,8 +27,11 @@ def test_single_turn_pairs_are_real_short_and_fixed():
     for pair in pairs:
         assert pair["chosen"] != pair["rejected"] and pair["chosen"].count("\n\nHuman:") == 1
         assert max(len(tokenizer(t)["input_ids"]) for t in pair.values()) <= 96
-    with pytest.raises(ValueError, match="single-turn pairs"):
+    with pytest.raises(ValueError, match="single-turn pairs.*--multi_turn"):
         dynamics.single_turn_pairs(dynamics.HH_RLHF, tokenizer, 4, 10, seed=0)
+    several = dynamics.single_turn_pairs(dynamics.HH_RLHF, tokenizer, 192, 60, seed=0, multi_turn=True)
+    assert any(pair["chosen"].count("\n\nHuman:") > 1 for pair in several)  # multi-turn pairs are drawn too
+    assert all(max(len(tokenizer(t)["input_ids"]) for t in pair.values()) <= 192 for pair in several)
 
 
 def test_verdicts_state_ties_and_losses_plainly():
