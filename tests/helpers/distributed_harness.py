@@ -249,6 +249,22 @@ def assert_logs_close(a: list[dict], b: list[dict], rel: float):
                 assert x[key] == pytest.approx(y[key], abs=10 * rel), (x["step"], key)
 
 
+def compared(key: str) -> bool:
+    """The logged numbers two equal runs must share: all but the clock and transformers' FLOP estimate (it counts
+    padded tokens, which differ between layouts)."""
+    return key not in ("step", "epoch", "total_flos") and not key.endswith(("runtime", "_per_second"))
+
+
+def assert_every_logged_number_close(logs: list[dict], expected: list[dict], rel: float):
+    """Same steps, same keys, and every compared number within `rel` (relative, or absolute near 0)."""
+    assert [e["step"] for e in logs] == [e["step"] for e in expected]
+    for entry, reference in zip(logs, expected, strict=True):
+        assert set(entry) == set(reference), reference["step"]
+        for key in filter(compared, reference):
+            if isinstance(reference[key], int | float):
+                assert entry[key] == pytest.approx(reference[key], rel=rel, abs=rel), (reference["step"], key)
+
+
 def assert_weights_close(a: Path, b: Path, rtol: float):
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert set(wa) == set(wb)

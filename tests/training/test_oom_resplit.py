@@ -11,21 +11,12 @@ import pytest
 
 from adadpo.cli import run_adadpo
 from adadpo.training.oom import OutOfMemoryStop
-from tests.helpers.distributed_harness import assert_weights_close
+from tests.helpers.distributed_harness import assert_every_logged_number_close, assert_weights_close
 from tests.helpers.runs import OutOfMemoryAbove, extra_callbacks, tiny_run_args, train
 
 
-def compared(key: str) -> bool:
-    return key not in ("step", "epoch", "total_flos") and not key.endswith(("runtime", "_per_second"))
-
-
 def assert_same_run(split_trainer, whole_trainer, tol=1e-6):
-    split_logs, whole_logs = split_trainer.state.log_history, whole_trainer.state.log_history
-    assert [e.get("step") for e in split_logs] == [e.get("step") for e in whole_logs]
-    for split, whole in zip(split_logs, whole_logs, strict=True):
-        assert set(split) == set(whole)
-        for key in filter(compared, whole):
-            assert split[key] == pytest.approx(whole[key], rel=tol, abs=tol), (whole.get("step"), key)
+    assert_every_logged_number_close(split_trainer.state.log_history, whole_trainer.state.log_history, rel=tol)
 
 
 # (name, overrides, tokens above which the forward fails, tolerance): padded micro-batches of 4 pairs are 8 rows of

@@ -339,13 +339,16 @@ class AdaDPOTrainer(TRLCompatTrainer):
 
     def _forward_without_graph(self, model, part: PairExamples):
         with torch.no_grad():
-            policy, references = self._forward(model, with_pair_columns(self.on_device(part.batch())))
+            policy, references = self._forward(model, self._part_inputs(part))
         return policy, references
 
     def _surrogate(self, model, part: PairExamples, part_grad):
         """sum(logps * d loss / d logps) over the part's sequences: its backward is the part's share of the gradient."""
-        batch = with_pair_columns(self.on_device(part.batch()))
-        return (sequence_logps(model, batch, ld_alpha=self.args.ld_alpha).logps * part_grad).sum()
+        return (sequence_logps(model, self._part_inputs(part), ld_alpha=self.args.ld_alpha).logps * part_grad).sum()
+
+    def _part_inputs(self, part: PairExamples) -> dict:
+        """A part re-collated from its examples, on the device, as `compute_preference_loss` reads a batch."""
+        return with_pair_columns(self.on_device(part.batch()))
 
     def on_device(self, batch: dict) -> dict:
         return send_to_device(batch, self.accelerator.device)
