@@ -213,7 +213,11 @@ class AdaDPOConfig(LossHyperparameters, trl.DPOConfig):
             setattr(self, name, number_from_recipe(name, getattr(self, name)))
         if isinstance(self.loss_type, str) and "," in self.loss_type:  # `--loss_type=sigmoid,sft` on the command line
             self.loss_type = [name.strip() for name in self.loss_type.split(",")]
+        asked_do_eval = self.do_eval
         super().__post_init__()  # TRL 1.16: a `loss_type` string becomes a list; `loss_weights` must match its length
+        # transformers sets `do_eval` whenever `eval_strategy` is not "no", which would turn a recipe's `false` (skip
+        # the final evaluation) back on; the recipe's own value stands
+        self.do_eval = asked_do_eval
         self.loss_type = self.loss_type[0] if len(self.loss_type) == 1 else list(self.loss_type)
         # Builds the loss once as the trainer will: every name known, every value and combination checked
         loss = PreferenceLoss(self.loss_names, weights=self.loss_weights, **self.loss_hparams)

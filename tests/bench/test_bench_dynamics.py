@@ -122,3 +122,28 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     rows = result["verdicts"]["rows"]
     assert len(rows) == 2 * 5 and {row["verdict"] for row in rows} <= {"not tested", "reported"}
     assert result["verdicts"]["overall"] == "inconclusive" and (out / "dynamics_seeded.md").is_file()
+
+    # The mechanism table: held-out values are the per-pair changes pooled over seeds; training-batch values are the
+    # logged per-token changes over each seed's last quarter of steps, averaged over seeds
+    mechanism = {(row["beta"], row["loss"]): row for row in result["mechanism"]}
+    assert len(mechanism) == 4
+    for (beta, loss), row in mechanism.items():
+        names = [f"{loss}-beta{beta:g}-seed{seed}" for seed in (0, 1)]
+        pooled = [
+            v for name in names for v in result["held_out_values"][name]["held-out rejected log-prob change per token"]
+        ]
+        assert row["held-out rejected"][0] == pytest.approx(sum(pooled) / len(pooled))
+        last = []
+        for name in names:
+            logged = [
+                e["logratio/chosen_per_token"]
+                for e in dynamics.history(out / name)
+                if "logratio/chosen_per_token" in e
+            ]
+            last.append(sum(logged[-1:]) / 1)  # 4 steps: the last quarter is the last step
+        assert row["train chosen"][0] == pytest.approx(sum(last) / 2)
+        assert row["train chosen"][1] < row["train chosen"][0] < row["train chosen"][2]  # two seeds: an interval
+    assert "The mechanism (2 seeds)" in (out / "dynamics_seeded.md").read_text()
+    assert sorted(result["figures"]) == ["plots/mechanism.png", "plots/training_dynamics_seeded.png"]
+    for figure in result["figures"]:
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"

@@ -36,6 +36,9 @@ def test_pair_metrics_against_hand_computation():
     assert "adadpo/grad_balance_mean" not in m  # the raw ratio's mean is dominated by one pair: not logged
     # beta * [(lw - rw) - (ll - rl)] = 0.1 * [1 - (-1), -1 - 1, 0 - (-1)] = 0.1 * [2, -2, 1] -> mean 0.1 / 3
     assert m["kl/beta_margin"] == pytest.approx(0.1 * (2 - 2 + 1) / 3)
+    # per token: chosen (1/5, -1/10, 0/3), rejected (-1/4, 1/6, -1/3)
+    assert m["logratio/chosen_per_token"] == pytest.approx((0.2 - 0.1 + 0.0) / 3)
+    assert m["logratio/rejected_per_token"] == pytest.approx((-0.25 + 1 / 6 - 1 / 3) / 3)
 
 
 def test_reference_free_pairs_have_no_kl_margin():
@@ -50,4 +53,4 @@ def test_reference_free_pairs_have_no_kl_margin():
             "rejected_lengths",
         )
     }
-    assert "kl/beta_margin" not in pair_metrics(pairs, beta=1.0)
+    assert not {"kl/beta_margin", "logratio/chosen_per_token"} & set(pair_metrics(pairs, beta=1.0))

@@ -112,6 +112,11 @@ def test_do_eval_false_skips_the_final_evaluation(run_adadpo, tiny_model_dir, pr
     run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "no-eval", test_split_size=4, do_eval=False)
     assert "eval_loss" in json.loads((tmp_path / "eval" / "all_results.json").read_text())
     assert "eval_loss" not in json.loads((tmp_path / "no-eval" / "all_results.json").read_text())
+    # beside evaluations during training too (transformers turns `do_eval` on whenever `eval_strategy` is set)
+    run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "steps", test_split_size=4, do_eval=False,
+        eval_strategy="steps", eval_steps=1, max_steps=2)  # fmt: skip
+    history = json.loads((tmp_path / "steps" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "eval_loss" in entry] == [1, 2]  # scheduled ones only
 
 
 def test_sync_ref_model_moves_the_live_reference(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path):

@@ -13,7 +13,8 @@ def pair_metrics(pairs: dict[str, torch.Tensor], beta: float) -> dict[str, float
     """TRL-style `rewards/*` and `logps/*`, lengths, and AdaDPO's diagnostics.
 
     `rewards/*` use the coefficient the loss actually applied (beta_w for Ada- losses). `kl/beta_margin` is
-    beta * [(lw - rw) - (ll - rl)] with the plain beta, comparable across losses (reference-based losses only).
+    beta * [(lw - rw) - (ll - rl)] with the plain beta, comparable across losses (reference-based losses only);
+    `logratio/*_per_token` the per-token (lw - rw) / |y_w| and (ll - rl) / |y_l| (the same losses).
     `adadpo/token_grad_balance_*` summarise the per-token |dL/dq_w| / |dL/dq_l| (1 = balanced; Stable AdaDPO holds
     it there, DPO's falls below 1); `adadpo/log10_grad_balance_*` the per-sequence log10 |dL/dP_w| / |dL/dP_l|.
     """
@@ -59,4 +60,8 @@ def pair_metrics(pairs: dict[str, torch.Tensor], beta: float) -> dict[str, float
         chosen_ratio = pairs["chosen_logps"] - pairs["ref_chosen_logps"]
         rejected_ratio = pairs["rejected_logps"] - pairs["ref_rejected_logps"]
         out["kl/beta_margin"] = (beta * (chosen_ratio - rejected_ratio)).mean().item()
+        # The mechanism AdaDPO's paper argues about: how far each side moved from the reference, per token (DPO
+        # pushes the rejected side down faster than it pulls the chosen side up)
+        out["logratio/chosen_per_token"] = (chosen_ratio / chosen_len).mean().item()
+        out["logratio/rejected_per_token"] = (rejected_ratio / rejected_len).mean().item()
     return out
