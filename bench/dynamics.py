@@ -636,8 +636,8 @@ def seeded_main(args, size: dict, out: Path, model_dir: Path, data: Path, start:
             f"--max_steps {size['max_steps']} is not a multiple of --eval_steps {size['eval_steps']}: the seeded runs' "
             "last scheduled evaluation must be of the final weights (the judged values)."
         )
-    for seed in seeds:
-        for beta in args.betas:
+    for beta in args.betas:  # β by β: a β's seeds are complete before the next β starts
+        for seed in seeds:
             for loss in LOSSES:
                 t0 = time.time()
                 run_dir = run_training(loss, beta, data, model_dir, out, size, seed=seed)
