@@ -109,6 +109,7 @@ TRAIN_SETTINGS = {  # identical for all four runs; only loss_type, beta and outp
     "dataloader_num_workers": 0,
 }
 # Figure 2's panels, and which direction the paper reports for AdaDPO at matched beta and learning rate.
+TRAINED_BATCHES = 20  # the mechanism on trained pairs: those of the first 20 steps (160 pairs at batch 8)
 PANELS = (
     ("eval_loss", "eval loss", "lower"),
     ("eval_rewards/accuracies", "reward accuracy", "higher"),
@@ -205,10 +206,14 @@ def run_training(
 
 
 def held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
-    """Per held-out pair, at the end of training: the run's own loss, reward accuracy (the policy prefers the chosen
-    response more than the reference does), the β×KL margin (plain β, both losses) and the per-token change of the
-    chosen and the rejected log-probability from the reference. The trainer is rebuilt from the run's recipe (so the
-    held-out split, tokenization and cached reference log-probs are the run's own) with the final weights loaded."""
+    """Per pair, with the final weights. Held-out pairs: the run's own loss, reward accuracy (the policy prefers the
+    chosen response more than the reference does), the β×KL margin (plain β, both losses) and the per-token change
+    of the chosen and the rejected log-probability from the reference. Trained pairs (those of the first
+    `TRAINED_BATCHES` steps, in the run's own order, trained on at least that long before the end): the same two
+    changes. The trainer is rebuilt from the run's recipe (so the split, the data order, tokenization and cached
+    reference log-probs are the run's own) with the final weights loaded."""
+    import itertools
+
     import torch
     from safetensors.torch import load_file
 
@@ -226,28 +231,37 @@ def held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
     trainer.model.eval()
     values: dict[str, list[float]] = {}
     beta = training_args.beta
+    # the first epoch's order (the sampler is seeded by the run's seed); one micro-batch per step in these recipes
+    trained = itertools.islice(trainer.get_train_dataloader(), min(TRAINED_BATCHES, training_args.max_steps))
+    passes = (("held-out", trainer.get_eval_dataloader(trainer.eval_dataset)), ("trained", trained))
     with torch.no_grad(), trainer.accelerator.autocast():  # the precision the trainer's own evaluation runs in
-        for batch in trainer.get_eval_dataloader(trainer.eval_dataset):
-            batch = trainer.on_device(batch)
-            policy = sequence_logps(trainer.model, batch, ld_alpha=training_args.ld_alpha)
-            chosen, rejected = policy.logps.chunk(2)
-            chosen_len, rejected_len = policy.lengths.chunk(2)
-            ref_chosen, ref_rejected = trainer.reference_logps(batch)
-            out = trainer.loss_fn(
-                policy_chosen_logps=chosen, policy_rejected_logps=rejected, chosen_lengths=chosen_len,
-                rejected_lengths=rejected_len, ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected,
-                training=False,
-            )  # fmt: skip
-            log_ratio_margin = (chosen - ref_chosen) - (rejected - ref_rejected)
-            for key, tensor in {
-                "eval loss": out.losses,
-                "reward accuracy": (log_ratio_margin > 0).float(),
-                "β×KL margin": beta * log_ratio_margin,
-                "held-out chosen log-prob change per token": (chosen - ref_chosen) / chosen_len.clamp(min=1),
-                "held-out rejected log-prob change per token": (rejected - ref_rejected) / rejected_len.clamp(min=1),
-                "reference chosen log-prob": ref_chosen,  # identifies the held-out pair (the same across seeds)
-            }.items():
-                values.setdefault(key, []).extend(tensor.float().cpu().tolist())
+        for split, batches in passes:
+            for batch in batches:
+                batch = trainer.on_device(batch)
+                policy = sequence_logps(trainer.model, batch, ld_alpha=training_args.ld_alpha)
+                chosen, rejected = policy.logps.chunk(2)
+                chosen_len, rejected_len = policy.lengths.chunk(2)
+                ref_chosen, ref_rejected = trainer.reference_logps(batch)
+                per_pair = {
+                    f"{split} chosen log-prob change per token": (chosen - ref_chosen) / chosen_len.clamp(min=1),
+                    f"{split} rejected log-prob change per token": (rejected - ref_rejected)
+                    / rejected_len.clamp(min=1),
+                    f"{split} reference chosen log-prob": ref_chosen,  # identifies the pair
+                }
+                if split == "held-out":
+                    out = trainer.loss_fn(
+                        policy_chosen_logps=chosen, policy_rejected_logps=rejected, chosen_lengths=chosen_len,
+                        rejected_lengths=rejected_len, ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected,
+                        training=False,
+                    )  # fmt: skip
+                    log_ratio_margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+                    per_pair |= {
+                        "eval loss": out.losses,
+                        "reward accuracy": (log_ratio_margin > 0).float(),
+                        "β×KL margin": beta * log_ratio_margin,
+                    }
+                for key, tensor in per_pair.items():
+                    values.setdefault(key, []).extend(tensor.float().cpu().tolist())
     del trainer
     gc.collect()
     return values
@@ -303,9 +317,9 @@ def seeded_figures(out: Path, seeds: list[int], betas: list[float]) -> list[Path
 
 
 def mechanism_rows(out: Path, values: dict[tuple[str, float, int], dict], seeds: list[int]) -> list[dict]:
-    """Per β and loss: the per-token log-ratio change of each side on the held-out pairs at the end (pooled mean,
-    two-level bootstrap interval) and on the training batches over the last quarter of steps (mean over seeds,
-    Student-t interval), and the per-token gradient balance over the last quarter (median over a batch)."""
+    """Per β and loss, with the final weights: the per-token log-ratio change of each side on the held-out pairs and
+    on trained pairs (pooled mean, two-level bootstrap interval), and the per-token gradient balance over the last
+    quarter of training steps (median over a batch; mean over seeds, Student-t interval)."""
     from dynamics_stats import interval
 
     from adadpo.plotting.runs import load_run
@@ -314,25 +328,25 @@ def mechanism_rows(out: Path, values: dict[tuple[str, float, int], dict], seeds:
     rows = []
     for beta in sorted({beta for _, beta, _ in values}, reverse=True):
         for loss in LOSSES:
-            runs = [load_run(out / run_name(loss, beta, seed)) for seed in seeds]
             row = {"beta": beta, "loss": loss}
-            for side in ("chosen", "rejected"):
-                held_out = interval([values[(loss, beta, seed)][f"held-out {side} log-prob change per token"]
-                                     for seed in seeds])  # fmt: skip
-                row[f"held-out {side}"] = [held_out.mean, held_out.low, held_out.high]
-                row[f"train {side}"] = list(mean_interval(last_fraction_means(runs, f"logratio/{side}_per_token")))
+            for split in ("held-out", "trained"):
+                for side in ("chosen", "rejected"):
+                    change = interval([values[(loss, beta, seed)][f"{split} {side} log-prob change per token"]
+                                       for seed in seeds])  # fmt: skip
+                    row[f"{split} {side}"] = [change.mean, change.low, change.high]
+            runs = [load_run(out / run_name(loss, beta, seed)) for seed in seeds]
             row["token grad balance"] = list(mean_interval(last_fraction_means(runs, TOKEN_BALANCE)))
             rows.append(row)
     return rows
 
 
 def mechanism_markdown(rows: list[dict], seeds: int) -> str:
-    columns = ("held-out chosen", "held-out rejected", "train chosen", "train rejected", "token grad balance")
+    columns = ("held-out chosen", "held-out rejected", "trained chosen", "trained rejected", "token grad balance")
     cell = lambda v: f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"  # noqa: E731
     lines = [
-        f"The mechanism ({seeds} seeds): (log π − log π_ref) per token of each response, held-out at the end "
-        "(bootstrap interval) and on training batches over the last quarter of steps (t interval over seeds); the "
-        "per-token gradient balance |∂L/∂q_w| / |∂L/∂q_l| (1 = balanced) over the last quarter",
+        f"The mechanism ({seeds} seeds): (log π − log π_ref) per token of each response with the final weights, on "
+        f"the held-out pairs and on the pairs of the first {TRAINED_BATCHES} steps (two-level bootstrap interval); the "
+        "per-token gradient balance |∂L/∂q_w| / |∂L/∂q_l| (1 = balanced) over the last quarter of steps (t interval)",
         "",
         "| β | loss | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),

@@ -113,7 +113,9 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     # every seed holds out the same pairs (a pilot on the others never sees them); the seeds order the training
     held_out = {name.split("-seed")[1]: len(v["eval loss"]) for name, v in result["held_out_values"].items()}
     assert set(held_out.values()) == {dynamics.SIZES["quick"]["eval_pairs"]}
-    reference = [result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["reference chosen log-prob"] for seed in (0, 1)]
+    reference = [
+        result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["held-out reference chosen log-prob"] for seed in (0, 1)
+    ]
     assert reference[0] == reference[1]  # the same pairs, in the same order
     trained_on = [json.loads((out / f"dpo-beta0.05-seed{seed}" / "trainer_state.json").read_text()) for seed in (0, 1)]
     assert [e["loss"] for e in trained_on[0]["log_history"] if "loss" in e][1:] != [
@@ -123,26 +125,34 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     assert len(rows) == 2 * 5 and {row["verdict"] for row in rows} <= {"not tested", "reported"}
     assert result["verdicts"]["overall"] == "inconclusive" and (out / "dynamics_seeded.md").is_file()
 
-    # The mechanism table: held-out values are the per-pair changes pooled over seeds; training-batch values are the
-    # logged per-token changes over each seed's last quarter of steps, averaged over seeds
+    # The trained pairs are the run's own first batches: the first one's reference log-probs are what the policy logged
+    # at step 1 (its weights were the reference's then); the seeds trained on different pairs
+    for seed in (0, 1):
+        trained = result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["trained reference chosen log-prob"]
+        batch = dynamics.SIZES["quick"]["batch"]
+        first_step = next(e for e in dynamics.history(out / f"dpo-beta0.05-seed{seed}") if "logps/chosen" in e)
+        steps = min(dynamics.TRAINED_BATCHES, dynamics.SIZES["quick"]["max_steps"])
+        assert batch * (steps - 1) < len(trained) <= batch * steps  # the data checks dropped one of the 16 drawn
+        assert sum(trained[:batch]) / batch == pytest.approx(first_step["logps/chosen"], rel=1e-3)
+    trained = [
+        result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["trained reference chosen log-prob"] for seed in (0, 1)
+    ]
+    assert trained[0] != trained[1]
+
+    # The mechanism table: the per-pair changes pooled over seeds
     mechanism = {(row["beta"], row["loss"]): row for row in result["mechanism"]}
     assert len(mechanism) == 4
     for (beta, loss), row in mechanism.items():
-        names = [f"{loss}-beta{beta:g}-seed{seed}" for seed in (0, 1)]
-        pooled = [
-            v for name in names for v in result["held_out_values"][name]["held-out rejected log-prob change per token"]
-        ]
-        assert row["held-out rejected"][0] == pytest.approx(sum(pooled) / len(pooled))
-        last = []
-        for name in names:
-            logged = [
-                e["logratio/chosen_per_token"]
-                for e in dynamics.history(out / name)
-                if "logratio/chosen_per_token" in e
+        for split, side in (("held-out", "rejected"), ("trained", "chosen")):
+            pooled = [
+                value
+                for seed in (0, 1)
+                for value in result["held_out_values"][f"{loss}-beta{beta:g}-seed{seed}"][
+                    f"{split} {side} log-prob change per token"
+                ]
             ]
-            last.append(sum(logged[-1:]) / 1)  # 4 steps: the last quarter is the last step
-        assert row["train chosen"][0] == pytest.approx(sum(last) / 2)
-        assert row["train chosen"][1] < row["train chosen"][0] < row["train chosen"][2]  # two seeds: an interval
+            assert row[f"{split} {side}"][0] == pytest.approx(sum(pooled) / len(pooled))
+            assert row[f"{split} {side}"][1] < row[f"{split} {side}"][0] < row[f"{split} {side}"][2]
     assert "The mechanism (2 seeds)" in (out / "dynamics_seeded.md").read_text()
     assert sorted(result["figures"]) == ["plots/mechanism.png", "plots/training_dynamics_seeded.png"]
     for figure in result["figures"]:

@@ -92,7 +92,8 @@ def plot_seeded_dynamics(runs: list[Run]) -> Figure:
 
 def plot_mechanism(runs: list[Run], window: int = 5) -> Figure:
     """Per β (rows): the per-token log-ratio change from the reference of the chosen (green) and rejected (red)
-    responses on the training batches (each seed smoothed over `window` steps) and on the held-out pairs, and the
+    responses on the training batches as each step sees them, before its update (each seed smoothed over `window`
+    steps; within one epoch these are pairs the policy has not trained on yet) and on the held-out pairs, and the
     per-token gradient balance on the training batches (1 = balanced; log axis); line style by loss."""
     groups = seed_groups(runs)
     betas = sorted({beta for _, beta, _ in groups}, reverse=True)
@@ -113,7 +114,7 @@ def plot_mechanism(runs: list[Run], window: int = 5) -> Figure:
                 )
             _draw_band(row[2], *seed_band(group, TOKEN_BALANCE, window), color="black", linestyle=linestyles[loss],
                        label=loss)  # fmt: skip
-        for ax, title in zip(row, (f"training batches ({window}-step mean)", "held-out pairs")):
+        for ax, title in zip(row, (f"training batches before their update ({window}-step mean)", "held-out pairs")):
             ax.axhline(0.0, color="gray", linewidth=1)
             ax.set(title=f"β={beta:g}: log π/π_ref per token, {title}", xlabel="training step",
                    ylabel="(log π − log π_ref) / tokens")  # fmt: skip
