@@ -593,13 +593,15 @@ def training_split(data: Path, eval_pairs: int) -> list[dict]:
 def pilot_main(args, size: dict, out: Path, model_dir: Path, data: Path, start: float) -> dict:
     """DPO at the first β and each `--pilot_learning_rates`, trained on the seeded runs' training split less
     `pilot_eval_pairs` and evaluated on those every `eval_steps`. The rule (docs/evaluation.md): the seeded runs take
-    the rate and step count with the highest pilot-validation reward accuracy (ties: the fewer steps)."""
+    the rate and step count with the highest pilot-validation reward accuracy (ties: fewer steps, then the lower
+    rate)."""
     pilot = out / "pilot"
     pairs, pilot_data = training_split(data, size["eval_pairs"]), pilot / "pairs.jsonl"
     if pilot_data.exists() and [json.loads(line) for line in pilot_data.read_text().splitlines()] != pairs:
         raise ValueError(f"{pilot_data} holds another training split than these settings draw; use another --out.")
     write_jsonl_atomic(pilot_data, pairs)
     beta, curves, seconds, validate = args.betas[0], {}, {}, size["pilot_eval_pairs"]
+    run_dirs = []
     for rate in args.pilot_learning_rates:
         t0 = time.time()
         pilot_size = {
@@ -607,15 +609,19 @@ def pilot_main(args, size: dict, out: Path, model_dir: Path, data: Path, start: 
         }  # fmt: skip
         name = f"{run_name('dpo', beta, None)}-lr{rate:g}"
         run_dir = run_training("dpo", beta, pilot_data, model_dir, pilot, pilot_size, name=name)
+        run_dirs.append(run_dir)
+        evaluations = {}  # by step: a final evaluation repeating the last scheduled one is not a new point
+        for e in history(run_dir):
+            if "eval_loss" in e:
+                evaluations.setdefault(e["step"], e)
         curves[rate] = [
-            {"step": e["step"], "reward accuracy": e["eval_rewards/accuracies"], "eval loss": e["eval_loss"]}
-            for e in history(run_dir)
-            if "eval_loss" in e
+            {"step": step, "reward accuracy": e["eval_rewards/accuracies"], "eval loss": e["eval_loss"]}
+            for step, e in evaluations.items()
         ]
         seconds[name] = time.time() - t0
     best_rate, best = max(
         ((rate, point) for rate, points in curves.items() for point in points),
-        key=lambda item: (item[1]["reward accuracy"], -item[1]["step"]),
+        key=lambda item: (item[1]["reward accuracy"], -item[1]["step"], -item[0]),  # ties: fewer steps, lower rate
     )
     lines = [
         f"Pilot: DPO, β {beta:g}, {len(pairs) - validate} training-split pairs to train, {validate} "
@@ -636,6 +642,9 @@ def pilot_main(args, size: dict, out: Path, model_dir: Path, data: Path, start: 
         "learning_rate": best_rate, "max_steps": best["step"], "curves": {f"{r:g}": c for r, c in curves.items()},
         "sizes": size, "train_settings": TRAIN_SETTINGS, "wall_seconds": {"runs": seconds, "total": time.time() - start},
     }  # fmt: skip
+    from adadpo.cli import plot_runs
+
+    plot_runs.main([*map(str, run_dirs), "--out", str(pilot / "plots")])
     write_text_atomic(pilot / "pilot.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(pilot / "pilot.md", table)
     print(f"\n{table}\nWritten to {pilot}/pilot.json")

@@ -157,3 +157,31 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     assert sorted(result["figures"]) == ["plots/mechanism.png", "plots/training_dynamics_seeded.png"]
     for figure in result["figures"]:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_pilot_trains_on_the_training_split_only_and_picks_by_its_rule(tmp_path):
+    """`--pilot_learning_rates`: DPO per rate on the seeded runs' training split (never a held-out pair), and the rate
+    and step count of the highest pilot-validation reward accuracy (ties: fewer steps)."""
+    from types import SimpleNamespace
+
+    from adadpo.data import load_raw_datasets
+
+    result = dynamics.main(["--quick", "--pilot_learning_rates", "1e-3", "3e-2", "--out", str(tmp_path)])
+    out = tmp_path / "quick"
+    drawn = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    piloted = [json.loads(line) for line in (out / "pilot" / "pairs.jsonl").read_text().splitlines()]
+    size = dynamics.SIZES["quick"]
+    mixture = dynamics.held_out_mixture(out / "pairs.jsonl", size["eval_pairs"])
+    held_out = load_raw_datasets(SimpleNamespace(dataset_mixture=mixture, test_split_size=None))["test"].to_list()
+    key = lambda pair: (pair["chosen"], pair["rejected"])  # noqa: E731
+    assert len(held_out) == size["eval_pairs"] and not {key(p) for p in piloted} & {key(p) for p in held_out}
+    assert sorted(map(key, piloted + held_out)) == sorted(map(key, drawn))
+
+    points = [(p["reward accuracy"], -p["step"], -float(rate)) for rate, c in result["curves"].items() for p in c]
+    accuracy, neg_step, neg_rate = max(points)
+    rate = -neg_rate
+    assert (result["learning_rate"], result["max_steps"]) == (rate, -neg_step)
+    assert all(len(c) == size["max_steps"] // size["eval_steps"] for c in result["curves"].values())  # no repeats
+    assert (out / "pilot" / "plots" / "training_dynamics.png").is_file()
+    assert f"learning rate **{rate:g}**" in (out / "pilot" / "pilot.md").read_text()
