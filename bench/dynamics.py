@@ -1,26 +1,28 @@
 #!/usr/bin/env python
 """The AdaDPO paper's Figure 2 at small scale (`make bench-dynamics`): DPO vs AdaDPO training dynamics on real human
-preference pairs.
+preference pairs, with seeds, intervals and a verdict rule written before the run (docs/evaluation.md).
 
-SmolLM2-135M-Instruct trained with `dpo` and `adadpo` (Listing 1, C = 2) at beta 0.05 and 0.01 on Anthropic HH-RLHF
-harmless-base pairs, one learning rate, the same pairs in the same order with the same seed (the four recipes differ
-only in `loss_type`, `beta` and `output_dir`), evaluated every few steps on the same held-out pairs. Every run goes
-through `scripts/run_adadpo.py`; the figures come from `scripts/plot_runs.py`:
+SmolLM2-135M-Instruct trained with `dpo` and `adadpo` (Listing 1, C = 2) on Anthropic HH-RLHF harmless-base pairs.
+Every run goes through `scripts/run_adadpo.py`; recipes differ only in `loss_type`, `beta`, `seed` and `output_dir`.
 
-    training_dynamics.png   eval loss, reward accuracy, beta x KL margin, reward margin vs step (the paper's panels)
-    grad_balance.png        per-token |dL/dq_w| / |dL/dq_l| (AdaDPO holds it at 1 unless clipped; DPO's falls)
-    dynamics.json, .md      final held-out values, whether AdaDPO beats DPO at each beta, beta_w spread and clip
-                            fraction over training (the evidence that the policy left the reference)
+Seeded (`make bench-dynamics`): each seed orders the training pairs; every seed holds out the same pairs (a mixture
+with its own seed draws them), so the pilot can choose the learning rate and step count on the others:
 
-    python bench/dynamics.py            # full size, ~25 min on 2 idle CPU cores (sizing below)
-    python bench/dynamics.py --quick    # the same pipeline on a tiny random model, under a minute
-    python bench/dynamics.py --dataset my_pairs.jsonl   # any preference file run_adadpo.py reads (used as given)
+    make bench-dynamics-pilot   # DPO at 3 rates on the training split only -> pilot/pilot.{json,md}, pilot/plots/
+    make bench-dynamics         # 3 seeds x {dpo, adadpo} x β {0.05, 0.01} at the pilot's choice, then per run the
+                                # final weights' per-pair values on the 300 held-out pairs and on trained pairs
 
-Seeded, judged by the pre-registered rule (docs/evaluation.md; bench/dynamics_stats.py) on per-pair held-out values
-of each run's final weights (their means equal the run's own last evaluation: tested):
+    dynamics_seeded.{json,md}             the pre-registered verdicts (bench/dynamics_stats.py), the mechanism table
+    plots/training_dynamics_seeded.png    Figure 2's panels, mean over seeds with 95% bands
+    plots/mechanism.png                   per-token log π/π_ref of chosen and rejected, training and held-out; the
+                                          per-token gradient balance
 
-    python bench/dynamics.py --seeds 0 1 2 --eval_pairs 300 --train_pairs 1200 --max_steps N --learning_rate LR
-                                           # LR and N from a pilot on the training split only; dynamics_seeded.{json,md}
+A run's per-pair values are kept in its folder (`held_out_values.json`) and a finished run is reused only if its
+recipe is unchanged, so `--betas 0.05` and `--betas 0.01` can run apart and a later call summarises both.
+
+One seed (the earlier bench, kept for comparison): `python bench/dynamics.py` (~25 min: 24 steps, 40 held-out pairs)
+writes dynamics.{json,md} and plots/{training_dynamics,grad_balance}.png; `--quick` runs either mode on a tiny random
+model in seconds (tested in CI).
 """
 
 import argparse
