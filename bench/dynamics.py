@@ -269,21 +269,51 @@ def held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
     return values
 
 
+HELD_OUT_VALUES_VERSION = 2  # bump when `held_out_values` computes anything differently: older files are recomputed
+
+
 def cached_held_out_values(run_dir: Path, recipe_path: Path) -> dict[str, list[float]]:
-    """`held_out_values`, kept in the run folder: a finished run's final weights never change (a run trained with
-    other settings is refused by `run_training`), so a rerun of the bench or a summary over more seeds reuses them."""
+    """`held_out_values`, kept in the run folder with what they were computed from (this code's version, the recipe,
+    the final weights' size and modification time); computed again when any of these differ."""
+    if not RunFolder(run_dir).is_finished():
+        raise ValueError(f"{run_dir} has not finished training; its per-pair values would be of unfinished weights.")
+    weights = (run_dir / "model.safetensors").stat()
+    key = {
+        "version": HELD_OUT_VALUES_VERSION,
+        "trained_batches": TRAINED_BATCHES,
+        "recipe": recipe_path.read_text(),
+        "weights": [weights.st_size, weights.st_mtime_ns],
+    }
     cache = run_dir / "held_out_values.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    if stored.get("key") == key:
+        return stored["values"]
     values = held_out_values(run_dir, recipe_path)
-    write_text_atomic(cache, json.dumps(values))
+    write_text_atomic(cache, json.dumps({"key": key, "values": values}))
     return values
 
 
+def held_out_pairs_match(values: dict[tuple[str, float, int], dict]) -> None:
+    """Per-pair values are paired by position: every run must list the same held-out pairs in the same order (each
+    pair's reference log-prob identifies it; the seeds share the held-out split)."""
+    orders = {key: run["held-out reference chosen log-prob"] for key, run in values.items()}
+    first_key, first = next(iter(orders.items()))
+    for key, order in orders.items():
+        if order != first:
+            raise ValueError(
+                f"{run_name(*key)} lists other held-out pairs, or in another order, than {run_name(*first_key)}"
+            )
+
+
 def seeded_verdicts(values: dict[tuple[str, float, int], dict], seeds: list[int]) -> dict:
-    """The pre-registered rule (bench/dynamics_stats.py) over the seeds' per-pair held-out values."""
+    """The pre-registered rule (bench/dynamics_stats.py) over the seeds' per-pair held-out values (crossed: every
+    seed holds out the same pairs). Beside each bootstrap interval, reported and not judged: the Student-t interval
+    over the seeds' mean differences (seed-to-seed spread alone)."""
     from dynamics_stats import JUDGED_PANELS, NOT_TESTED, learned, overall, paired_difference, verdict
 
+    from adadpo.plotting.seeds import mean_interval
+
+    held_out_pairs_match(values)
     cells, rows = {}, []
     for beta in sorted({beta for _, beta, _ in values}, reverse=True):
         grid = {
@@ -291,17 +321,20 @@ def seeded_verdicts(values: dict[tuple[str, float, int], dict], seeds: list[int]
             for loss in LOSSES
             for panel in values[("dpo", beta, seeds[0])]
         }
-        dpo_learned = learned(grid[("dpo", "reward accuracy")])
+        dpo_learned = learned(grid[("dpo", "reward accuracy")], shared_pairs=True)
         for panel, direction in {**JUDGED_PANELS, "held-out rejected log-prob change per token": None}.items():
-            difference = paired_difference(grid[("dpo", panel)], grid[("adadpo", panel)])
+            dpo, adadpo = grid[("dpo", panel)], grid[("adadpo", panel)]
+            difference = paired_difference(dpo, adadpo, shared_pairs=True)
+            per_seed = [sum(a) / len(a) - sum(d) / len(d) for d, a in zip(dpo, adadpo, strict=True)]
             judged = direction is not None
             result = (verdict(difference, direction) if dpo_learned else NOT_TESTED) if judged else "reported"
             if judged:
                 cells[(panel, beta)] = result
             rows.append({
-                "beta": beta, "panel": panel, "direction": direction or "-", "dpo": _pooled_mean(grid[("dpo", panel)]),
-                "adadpo": _pooled_mean(grid[("adadpo", panel)]), "difference": difference.mean,
-                "low": difference.low, "high": difference.high, "verdict": result, "dpo_learned": dpo_learned,
+                "beta": beta, "panel": panel, "direction": direction or "-", "dpo": _pooled_mean(dpo),
+                "adadpo": _pooled_mean(adadpo), "difference": difference.mean, "low": difference.low,
+                "high": difference.high, "per_seed_differences": per_seed,
+                "seed_t_interval": list(mean_interval(per_seed)[1:]), "verdict": result, "dpo_learned": dpo_learned,
             })  # fmt: skip
     return {"rows": rows, "overall": overall(cells)}
 
@@ -334,7 +367,7 @@ def mechanism_rows(out: Path, values: dict[tuple[str, float, int], dict], seeds:
             for split in ("held-out", "trained"):
                 for side in ("chosen", "rejected"):
                     change = interval([values[(loss, beta, seed)][f"{split} {side} log-prob change per token"]
-                                       for seed in seeds])  # fmt: skip
+                                       for seed in seeds], shared_pairs=split == "held-out")  # fmt: skip
                     row[f"{split} {side}"] = [change.mean, change.low, change.high]
             runs = [load_run(out / run_name(loss, beta, seed)) for seed in seeds]
             row["token grad balance"] = list(mean_interval(last_fraction_means(runs, TOKEN_BALANCE)))
@@ -347,7 +380,7 @@ def mechanism_markdown(rows: list[dict], seeds: int) -> str:
     cell = lambda v: f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"  # noqa: E731
     lines = [
         f"The mechanism ({seeds} seeds): (log π − log π_ref) per token of each response with the final weights, on "
-        f"the held-out pairs and on the pairs of the first {TRAINED_BATCHES} steps (two-level bootstrap interval); the "
+        f"the held-out pairs and on the pairs of the first {TRAINED_BATCHES} steps (bootstrap over seeds and pairs); the "
         "per-token gradient balance |∂L/∂q_w| / |∂L/∂q_l| (1 = balanced) over the last quarter of steps (t interval)",
         "",
         "| β | loss | " + " | ".join(columns) + " |",
@@ -364,15 +397,19 @@ def _pooled_mean(per_seed: list[list[float]]) -> float:
 
 def seeded_markdown(verdicts: dict, seeds: list[int], pairs: int) -> str:
     lines = [
-        f"{len(seeds)} seeds, {pairs} held-out pairs per seed; AdaDPO − DPO with its 95% two-level bootstrap interval",
+        f"{len(seeds)} seeds, the same {pairs} held-out pairs for each; AdaDPO − DPO with its 95% bootstrap interval "
+        "(seeds and pairs, crossed; judged) and the 95% t interval over the seeds' mean differences (not judged)",
         "",
-        "| β | panel (paper: AdaDPO …) | DPO | AdaDPO | AdaDPO − DPO [95% interval] | verdict |",
-        "|---|---|---|---|---|---|",
+        "| β | panel (paper: AdaDPO …) | DPO | AdaDPO | AdaDPO − DPO [95% bootstrap] | per seed [t interval] | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in verdicts["rows"]:
+        seeds_text = ", ".join(f"{d:+.4f}" for d in row["per_seed_differences"])
+        low, high = row["seed_t_interval"]
         lines.append(
             f"| {row['beta']:g} | {row['panel']} ({row['direction']}) | {row['dpo']:.4f} | {row['adadpo']:.4f} | "
-            f"{row['difference']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] | {row['verdict']} |"
+            f"{row['difference']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] | {seeds_text} "
+            f"[{low:+.4f}, {high:+.4f}] | {row['verdict']} |"
         )
     return "\n".join([*lines, "", f"Overall: **{verdicts['overall']}**"]) + "\n"
 
@@ -670,7 +707,8 @@ def seeded_main(args, size: dict, out: Path, model_dir: Path, data: Path, start:
                 seconds[run_dir.name] = time.time() - t0
     verdicts = seeded_verdicts(values, seeds)
     mechanism = mechanism_rows(out, values, seeds)
-    table = seeded_markdown(verdicts, seeds, size["eval_pairs"]) + "\n" + mechanism_markdown(mechanism, len(seeds))
+    held_out = len(next(iter(values.values()))["eval loss"])  # after the data checks
+    table = seeded_markdown(verdicts, seeds, held_out) + "\n" + mechanism_markdown(mechanism, len(seeds))
     figures = seeded_figures(out, seeds, args.betas)
     result = {
         "mode": "quick" if args.quick else "full",

@@ -4,8 +4,10 @@ rule for the seeded Figure 2 run", written before the run).
 Inputs are per-pair held-out values at the final evaluation, as arrays of shape (seeds, pairs): for one panel and one
 β, DPO's and AdaDPO's value of each held-out pair under each seed (the same seed gives both losses the same data
 order, so the two arrays are paired element by element). The statistic is the mean AdaDPO − DPO difference; its 95%
-interval comes from a bootstrap that resamples seeds with replacement and, within each drawn seed, held-out pairs
-with replacement, keeping each pair's DPO and AdaDPO values together.
+interval comes from a bootstrap that resamples seeds with replacement and held-out pairs with replacement, keeping
+each pair's DPO and AdaDPO values together. Every seed holds out the same pairs, so seeds and pairs are crossed: one
+draw of pairs serves every drawn seed (`shared_pairs`). Drawing pairs anew within each seed (nested, right when the
+seeds' pairs differ, as for trained pairs) would divide the pair-to-pair variance by the number of seeds.
 """
 
 from dataclasses import dataclass
@@ -40,14 +42,21 @@ def _per_seed(values) -> list[np.ndarray]:
     return per_seed
 
 
-def bootstrap_means(values, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+def bootstrap_means(values, resamples: int = RESAMPLES, seed: int = 0, shared_pairs: bool = False) -> np.ndarray:
     """Means of `resamples` two-level resamples of per-seed values (a (seeds, pairs) array, or one array per seed
-    when the seeds hold out different numbers of pairs): seeds with replacement, then each drawn seed's pairs with
-    replacement; a resample's mean is over all the values it drew."""
+    when the seeds hold out different numbers of pairs): seeds with replacement, then pairs with replacement, one
+    draw for all drawn seeds when they share their pairs (`shared_pairs`, crossed), else a draw per drawn seed
+    (nested); a resample's mean is over all the values it drew."""
     per_seed = _per_seed(values)
     rng = np.random.default_rng(seed)
     seeds = len(per_seed)
     seed_draws = rng.integers(0, seeds, size=(resamples, seeds))
+    if shared_pairs:
+        if len({v.size for v in per_seed}) != 1:
+            raise ValueError(f"shared pairs need as many values per seed, got {[v.size for v in per_seed]}")
+        matrix = np.stack(per_seed)
+        pair_draws = rng.integers(0, matrix.shape[1], size=(resamples, 1, matrix.shape[1]))
+        return matrix[seed_draws[..., None], pair_draws].mean(axis=(1, 2))
     if len({v.size for v in per_seed}) == 1:  # equal counts: one gather
         matrix = np.stack(per_seed)
         pair_draws = rng.integers(0, matrix.shape[1], size=(resamples, seeds, matrix.shape[1]))
@@ -62,10 +71,10 @@ def bootstrap_means(values, resamples: int = RESAMPLES, seed: int = 0) -> np.nda
     return sums / counts
 
 
-def interval(values, resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+def interval(values, resamples: int = RESAMPLES, seed: int = 0, shared_pairs: bool = False) -> Interval:
     """The mean of per-seed values (over all pairs) and its 95% two-level bootstrap interval (percentiles 2.5 and
     97.5)."""
-    means = bootstrap_means(values, resamples, seed)
+    means = bootstrap_means(values, resamples, seed, shared_pairs)
     low, high = np.percentile(means, [2.5, 97.5])
     return Interval(float(np.concatenate(_per_seed(values)).mean()), float(low), float(high))
 

@@ -3,6 +3,7 @@ from ../shared/data, four runs through scripts/run_adadpo.py that differ only in
 gradient-balance PNGs from scripts/plot_runs.py, and a table whose numbers are the runs' last held-out evaluations."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -94,7 +95,7 @@ def test_dynamics_quick_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(tmp_path):
+def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(tmp_path, monkeypatch):
     """`--seeds 0 1`: eight runs, then per-pair held-out values from each final model; their means equal each run's
     own last evaluation (logged by the trainer during training: an independent computation), and every judged cell
     gets a verdict under the pre-registered rule (here "not tested": a tiny random model learns nothing)."""
@@ -125,15 +126,18 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     assert len(rows) == 2 * 5 and {row["verdict"] for row in rows} <= {"not tested", "reported"}
     assert result["verdicts"]["overall"] == "inconclusive" and (out / "dynamics_seeded.md").is_file()
 
-    # The trained pairs are the run's own first batches: the first one's reference log-probs are what the policy logged
-    # at step 1 (its weights were the reference's then); the seeds trained on different pairs
+    # The trained pairs are the run's own first batches: their reference log-probs are what the policy logged at steps
+    # 1 and 2 (the warm-up's first step has learning rate 0, so the weights were the reference's until step 3); the
+    # seeds trained on different pairs
     for seed in (0, 1):
         trained = result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["trained reference chosen log-prob"]
         batch = dynamics.SIZES["quick"]["batch"]
-        first_step = next(e for e in dynamics.history(out / f"dpo-beta0.05-seed{seed}") if "logps/chosen" in e)
+        logged = [e for e in dynamics.history(out / f"dpo-beta0.05-seed{seed}") if "logps/chosen" in e]
         steps = min(dynamics.TRAINED_BATCHES, dynamics.SIZES["quick"]["max_steps"])
         assert batch * (steps - 1) < len(trained) <= batch * steps  # the data checks dropped one of the 16 drawn
-        assert sum(trained[:batch]) / batch == pytest.approx(first_step["logps/chosen"], rel=1e-3)
+        for step in (0, 1):
+            reference = trained[step * batch : (step + 1) * batch]
+            assert sum(reference) / batch == pytest.approx(logged[step]["logps/chosen"], rel=1e-5), (seed, step)
     trained = [
         result["held_out_values"][f"dpo-beta0.05-seed{seed}"]["trained reference chosen log-prob"] for seed in (0, 1)
     ]
@@ -154,6 +158,15 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
             assert row[f"{split} {side}"][0] == pytest.approx(sum(pooled) / len(pooled))
             assert row[f"{split} {side}"][1] < row[f"{split} {side}"][0] < row[f"{split} {side}"][2]
     assert "The mechanism (2 seeds)" in (out / "dynamics_seeded.md").read_text()
+
+    # The per-pair values are kept with what they came from: reused as they are, computed again for other weights
+    calls = []
+    monkeypatch.setattr(dynamics, "held_out_values", lambda *args: calls.append(args) or {"eval loss": [0.0]})
+    run_dir = out / "dpo-beta0.05-seed0"
+    recipe = dynamics.SweepFolder(out).recipe(run_dir.name)
+    assert dynamics.cached_held_out_values(run_dir, recipe) == result["held_out_values"][run_dir.name] and not calls
+    os.utime(run_dir / "model.safetensors", ns=(0, 0))  # as if the run had been trained again
+    assert dynamics.cached_held_out_values(run_dir, recipe) == {"eval loss": [0.0]} and len(calls) == 1
     assert sorted(result["figures"]) == ["plots/mechanism.png", "plots/training_dynamics_seeded.png"]
     for figure in result["figures"]:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"

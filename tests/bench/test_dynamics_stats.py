@@ -39,6 +39,35 @@ def test_two_level_resampling_is_seeds_then_pairs_within_each_seed():
     np.testing.assert_allclose(got, expected)
 
 
+def test_shared_pairs_are_drawn_once_for_every_drawn_seed():
+    """Crossed resampling (every seed holds out the same pairs) against a loop with the same random numbers."""
+    values = np.random.default_rng(2).normal(size=(3, 5))
+    got = stats.bootstrap_means(values, resamples=50, seed=7, shared_pairs=True)
+    rng = np.random.default_rng(7)
+    seed_draws = rng.integers(0, 3, size=(50, 3))
+    pair_draws = rng.integers(0, 5, size=(50, 1, 5))
+    expected = [
+        np.mean([[values[seed_draws[b, s], pair_draws[b, 0, p]] for p in range(5)] for s in range(3)])
+        for b in range(50)
+    ]
+    np.testing.assert_allclose(got, expected)
+    with pytest.raises(ValueError, match="as many values per seed"):
+        stats.bootstrap_means([[1.0, 2.0], [1.0]], shared_pairs=True)
+
+
+def test_shared_pairs_keep_the_pair_to_pair_variance():
+    """Three seeds evaluating the same 300 pairs: each pair's own effect (sd 1) appears in every seed. The mean's
+    standard error is sqrt(1/300 + 0.01/900) ~ 0.058; the crossed bootstrap finds it, while drawing pairs anew within
+    each seed would divide the pair variance by the 3 seeds (~0.033, an interval sqrt(3) too narrow)."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1.0, size=(1, 300)) + rng.normal(0, 0.1, size=(3, 300))
+    expected = math.sqrt(1 / 300 + 0.01 / 900)
+    crossed = stats.bootstrap_means(values, resamples=4000, shared_pairs=True).std()
+    nested = stats.bootstrap_means(values, resamples=4000).std()
+    assert crossed == pytest.approx(expected, rel=0.15)
+    assert nested < 0.7 * expected
+
+
 def test_seed_to_seed_spread_widens_the_interval():
     """Pairs agree within each seed but seeds disagree: the interval must reflect the seeds, not the 300 pairs."""
     rng = np.random.default_rng(3)

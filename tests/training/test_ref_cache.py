@@ -110,6 +110,7 @@ KEY_CHANGES = {
     "max_length": KeyChange({"max_length"}, {"max_length": 36}, True),
     "truncation_mode": KeyChange({"truncation_mode"}, {"truncation_mode": "keep_end"}, True),
     "ld_alpha": KeyChange({"ld_alpha"}, {"ld_alpha": 0.5}, True),
+    "mixed_precision": KeyChange({"mixed_precision"}, {"bf16": True}, True),  # bf16 autocast, fp32 weights
     "collator": KeyChange({"collator"}, {"padding_free": True}, False),  # packed: equal up to float error
     "max_tokens_per_batch": KeyChange(
         {"max_tokens_per_batch"}, {"max_tokens_per_batch": 96}, False, base={"padding_free": True}
@@ -152,7 +153,7 @@ def test_each_key_entry_changed_alone_misses(run_adadpo, tiny_model_dir, pref_js
 
 
 def test_every_key_entry_has_a_case(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path, key_parts):
-    _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "a", tmp_path / "cache", ld_alpha=0.5)
+    _run(run_adadpo, tiny_model_dir, pref_jsonl, tmp_path / "a", tmp_path / "cache", ld_alpha=0.5, bf16=True)
     (parts,) = key_parts
     assert set(parts) == set().union(*(spec.entries for spec in KEY_CHANGES.values()))
 

@@ -146,6 +146,9 @@ class ReferenceLogpsCache:
                 base, reduce_sum=lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum")
             ),
             "dtype": str(base.dtype),
+            # the reference forward runs under the run's autocast: bf16 log-probs are not fp32's (absent without
+            # mixed precision, so earlier entries still hit)
+            **({"mixed_precision": accelerator.mixed_precision} if accelerator.mixed_precision != "no" else {}),
             "attn_implementation": get_attention_implementation(base),
             "tokens": tokens_fingerprint(dataset),
             "chat_template": hashlib.sha256(str(trainer.processing_class.chat_template).encode()).hexdigest(),
