@@ -198,3 +198,13 @@ def test_pilot_trains_on_the_training_split_only_and_picks_by_its_rule(tmp_path)
     assert all(len(c) == size["max_steps"] // size["eval_steps"] for c in result["curves"].values())  # no repeats
     assert (out / "pilot" / "plots" / "training_dynamics.png").is_file()
     assert f"learning rate **{rate:g}**" in (out / "pilot" / "pilot.md").read_text()
+
+
+def test_runs_listing_other_held_out_pairs_are_not_paired():
+    """Per-pair values pair DPO with AdaDPO (and seed with seed) by position: another order is refused, not judged."""
+    same = {"held-out reference chosen log-prob": [-1.0, -2.0, -3.0]}
+    values = {("dpo", 0.05, 0): same, ("adadpo", 0.05, 0): dict(same), ("dpo", 0.05, 1): dict(same)}
+    dynamics.held_out_pairs_match(values)
+    values[("adadpo", 0.05, 1)] = {"held-out reference chosen log-prob": [-1.0, -3.0, -2.0]}
+    with pytest.raises(ValueError, match="adadpo-beta0.05-seed1 lists other held-out pairs"):
+        dynamics.held_out_pairs_match(values)
