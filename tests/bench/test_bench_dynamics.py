@@ -103,14 +103,22 @@ def test_seeded_dynamics_judge_per_pair_values_that_match_each_runs_evaluation(t
     out = tmp_path / "quick"
     logged = {
         "eval loss": "eval_loss",
-        "reward accuracy": "eval_rewards/accuracies",
         "β×KL margin": "eval_kl/beta_margin",
+        "held-out chosen log-prob change per token": "eval_logratio/chosen_per_token",
+        "held-out rejected log-prob change per token": "eval_logratio/rejected_per_token",
     }
     for name, values in result["held_out_values"].items():
         final = dynamics.final_eval(out / name)
         assert final["step"] == dynamics.SIZES["quick"]["max_steps"]  # the evaluation of the final weights
         for panel, key in logged.items():
             assert sum(values[panel]) / len(values[panel]) == pytest.approx(final[key], abs=1e-5), (name, panel)
+        # The judged reward accuracy is the plain one, (log-ratio margin > 0), for both losses. The trainer's
+        # `rewards/accuracies` compares the rewards the loss applied, beta_w-scaled on AdaDPO's chosen side: the same
+        # number for DPO only.
+        plain = [float(margin > 0) for margin in values["β×KL margin"]]
+        assert values["reward accuracy"] == plain
+        if name.startswith("dpo"):
+            assert sum(plain) / len(plain) == pytest.approx(final["eval_rewards/accuracies"], abs=1e-5), name
     # every seed holds out the same pairs (a pilot on the others never sees them); the seeds order the training
     held_out = {name.split("-seed")[1]: len(v["eval loss"]) for name, v in result["held_out_values"].items()}
     assert set(held_out.values()) == {dynamics.SIZES["quick"]["eval_pairs"]}
