@@ -114,13 +114,13 @@ def plot_mechanism(runs: list[Run], window: int = 5) -> Figure:
                 )
             _draw_band(row[2], *seed_band(group, TOKEN_BALANCE, window), color="black", linestyle=linestyles[loss],
                        label=loss)  # fmt: skip
-        for ax, title in zip(row, (f"training batches before their update ({window}-step mean)", "held-out pairs")):
+        for ax, title in zip(row, (f"training batches, before update ({window}-step mean)", "held-out pairs")):
             ax.axhline(0.0, color="gray", linewidth=1)
-            ax.set(title=f"β={beta:g}: log π/π_ref per token, {title}", xlabel="training step",
+            ax.set(title=f"β={beta:g}, {title}", xlabel="training step",
                    ylabel="(log π − log π_ref) / tokens")  # fmt: skip
         row[2].axhline(1.0, color="gray", linestyle=":", linewidth=1.2)
         row[2].set_yscale("log")
-        row[2].set(title=f"β={beta:g}: per-token |∂L/∂q_w| / |∂L/∂q_l| (median over a batch)",
+        row[2].set(title=f"β={beta:g}, per-token gradient balance (batch median)",
                    xlabel="training step", ylabel=TOKEN_BALANCE)  # fmt: skip
         for ax in row:
             ax.grid(alpha=0.3, which="both")
