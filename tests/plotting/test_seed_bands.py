@@ -74,6 +74,9 @@ def test_figures_draw_each_groups_mean_with_its_band(runs):
     assert band.min() == pytest.approx(min(low, mean_interval([0.63, 0.64, 0.68])[1]))
     assert band.max() == pytest.approx(max(high, mean_interval([0.63, 0.64, 0.68])[2]))
 
+    one_beta = plot_seeded_dynamics([run for run in runs if run.beta == 0.05]).axes[0]
+    assert one_beta.lines[0].get_color() != one_beta.lines[1].get_color()  # one β: the losses get their own colours
+
     mechanism = plot_mechanism(runs, window=1)
     assert len(mechanism.axes) == 6  # two β rows, three panels each
     train, held_out, balance = mechanism.axes[:3]

@@ -24,6 +24,7 @@ MECHANISM_SIDES = (
     ("logratio/rejected_per_token", "rejected", "tab:red"),
 )
 TOKEN_BALANCE = "adadpo/token_grad_balance_median"
+LOSS_COLORS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
 
 def seed_groups(runs: list[Run]) -> dict[Group, list[Run]]:
@@ -79,6 +80,10 @@ def plot_seeded_dynamics(runs: list[Run]) -> Figure:
     groups = seed_groups(runs)
     firsts = [group[0] for group in groups.values()]
     styles, caption = run_styles(firsts)
+    if len({run.beta for run in firsts}) == 1:  # one β: colour by loss too, so that the bands can be told apart
+        colors = dict(zip(dict.fromkeys(run.loss_type for run in firsts), LOSS_COLORS))
+        styles = [{**style, "color": colors[run.loss_type]} for run, style in zip(firsts, styles)]
+        caption = caption.replace("colour = β", "colour = loss")
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     for ax, (key, title) in zip(fig.subplots(2, 2).ravel(), DYNAMICS_PANELS):
         for group, style in zip(groups.values(), styles):
